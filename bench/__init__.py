@@ -1,0 +1,1 @@
+"""promptswap benchmarks and measurement scripts."""

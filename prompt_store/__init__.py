@@ -1,0 +1,1 @@
+"""Prompt registry: artifact records, validation and storage backends. Never imports torch."""

@@ -1,0 +1,109 @@
+"""Parse and validate a PEFT prompt-learning artifact against a served model.
+
+An artifact is the pair PEFT's `save_pretrained` writes: `adapter_config.json` and
+`adapter_model.safetensors`. Everything here is checked before the artifact is used or
+stored; each problem raises a typed error that names the field, the expected and the
+found value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from prompt_store.errors import ArtifactError, ArtifactMismatch, ArtifactTooLarge, PickleRefused, UnsupportedMethod
+from prompt_store.methods import METHODS, PromptMethod
+from prompt_store.safetensors_reader import read_safetensors
+from prompt_store.spec import ModelSpec
+
+CONFIG_FILE = "adapter_config.json"
+WEIGHTS_FILE = "adapter_model.safetensors"
+PICKLE_FILE = "adapter_model.bin"
+DEFAULT_MAX_BYTES = 256 << 20
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A validated artifact: its PEFT config and its fp32 tensors, as found in the file."""
+
+    peft_type: str
+    config: dict[str, Any]
+    tensors: dict[str, np.ndarray] = field(repr=False)  # float32, shapes per prompt_store.methods
+    num_virtual_tokens: int
+    num_tasks: int  # sub-tasks a request may pick with task_index (MPT), else 1
+    sha256: str
+    nbytes: int
+
+    @property
+    def method(self) -> PromptMethod:
+        return METHODS[self.peft_type]
+
+
+def load_artifact_dir(path: str | Path, spec: ModelSpec, max_bytes: int = DEFAULT_MAX_BYTES) -> Artifact:
+    """Read a PEFT `save_pretrained` directory; refuses pickled weights without opening them."""
+    folder = Path(path)
+    weights = folder / WEIGHTS_FILE
+    if not weights.is_file():
+        if (folder / PICKLE_FILE).exists():
+            raise PickleRefused(str(folder / PICKLE_FILE))
+        raise ArtifactError(f"{folder}: no {WEIGHTS_FILE} found")
+    config = folder / CONFIG_FILE
+    if not config.is_file():
+        raise ArtifactError(f"{folder}: no {CONFIG_FILE} found")
+    for file in (config, weights):
+        if file.stat().st_size > max_bytes:
+            raise ArtifactTooLarge(f"{file.name} is {file.stat().st_size} bytes; the limit is {max_bytes}")
+    return parse_artifact(config.read_bytes(), weights.read_bytes(), spec, max_bytes)
+
+
+def parse_artifact(
+    config_bytes: bytes, weights_bytes: bytes, spec: ModelSpec, max_bytes: int = DEFAULT_MAX_BYTES
+) -> Artifact:
+    """Validate the two files' bytes against `spec` and return the artifact."""
+    for name, data in ((CONFIG_FILE, config_bytes), (WEIGHTS_FILE, weights_bytes)):
+        if len(data) > max_bytes:
+            raise ArtifactTooLarge(f"{name} is {len(data)} bytes; the limit is {max_bytes}")
+    config = _parse_config(config_bytes)
+    peft_type = config.get("peft_type")
+    method = METHODS.get(peft_type) if isinstance(peft_type, str) else None
+    if method is None:
+        raise UnsupportedMethod(f"peft_type: expected one of {sorted(METHODS)}, found {peft_type!r}")
+    task_type = config.get("task_type")
+    if task_type not in method.task_types:
+        raise UnsupportedMethod(f"task_type: expected one of {sorted(method.task_types)}, found {task_type!r}")
+    method.check_config(config, spec)
+
+    tensors = read_safetensors(weights_bytes)
+    expected = method.expected_shapes(config, spec)
+    if sorted(tensors) != sorted(expected):
+        raise ArtifactMismatch("tensors", sorted(expected), sorted(tensors))
+    for name, shape in expected.items():
+        found = tuple(tensors[name].shape)
+        if found != shape:
+            raise ArtifactMismatch(f"shape of {name}", list(shape), list(found))
+        if not np.isfinite(tensors[name]).all():
+            raise ArtifactError(f"{name}: contains NaN or Inf values")
+    return Artifact(
+        peft_type=method.peft_type,
+        config=config,
+        tensors=tensors,
+        num_virtual_tokens=config["num_virtual_tokens"],
+        num_tasks=method.num_tasks(config),
+        sha256=hashlib.sha256(weights_bytes).hexdigest(),
+        nbytes=len(config_bytes) + len(weights_bytes),
+    )
+
+
+def _parse_config(data: bytes) -> dict[str, Any]:
+    try:
+        config = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{CONFIG_FILE} is not valid JSON ({exc})") from None
+    if not isinstance(config, dict):
+        raise ArtifactError(f"{CONFIG_FILE} must hold a JSON object")
+    return config

@@ -1,0 +1,64 @@
+"""Typed errors raised for anything a user sends. The HTTP layer maps each class to one status code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class UserError(Exception):
+    """Base class: a user-facing problem with a clear message."""
+
+    error_type = "bad_request"
+    status_code = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ArtifactError(UserError):
+    """The artifact is malformed or does not fit the served model (HTTP 422)."""
+
+    error_type = "invalid_artifact"
+    status_code = 422
+
+
+class ArtifactMismatch(ArtifactError):
+    """One field of the artifact has a value other than the one the served model needs."""
+
+    error_type = "artifact_mismatch"
+
+    def __init__(self, field: str, expected: Any, found: Any, hint: str = "") -> None:
+        message = f"{field}: expected {expected}, found {found}"
+        if hint:
+            message = f"{message} ({hint})"
+        super().__init__(message)
+        self.field = field
+        self.expected = expected
+        self.found = found
+
+
+class UnsupportedMethod(ArtifactError):
+    """The artifact's `peft_type` or `task_type` is one promptswap cannot serve on this model."""
+
+    error_type = "unsupported_method"
+
+
+class PickleRefused(ArtifactError):
+    """The weights are a pickle (`adapter_model.bin`); promptswap never unpickles uploads."""
+
+    error_type = "pickle_refused"
+
+    def __init__(self, what: str) -> None:
+        super().__init__(
+            f"{what} is a pickle file; promptswap only reads safetensors and never unpickles uploads. "
+            "Convert it on a trusted machine: `PeftModel.from_pretrained(base, DIR).save_pretrained(OUT, "
+            "safe_serialization=True)` writes adapter_model.safetensors."
+        )
+
+
+class ArtifactTooLarge(UserError):
+    """The artifact is larger than the configured limit (HTTP 413)."""
+
+    error_type = "artifact_too_large"
+    status_code = 413

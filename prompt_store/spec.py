@@ -1,0 +1,33 @@
+"""The shape facts of a served base model that artifacts are validated against."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What an artifact must agree with. Built by the server from the model config; plain data here."""
+
+    model_type: str
+    hidden_size: int
+    num_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    vocab_size: int
+    max_positions: int
+    is_encoder_decoder: bool = False
+
+    @property
+    def kv_dim(self) -> int:
+        """Width of one layer's key (or value) per position: `num_key_value_heads * head_dim`."""
+        return self.num_key_value_heads * self.head_dim
+
+    def fingerprint(self) -> str:
+        """A stable hash of the spec, recorded with every validated artifact."""
+        text = json.dumps(dataclasses.asdict(self), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]

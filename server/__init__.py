@@ -1,0 +1,1 @@
+"""promptswap server: one frozen base model, many PEFT prompt tasks in one batch."""

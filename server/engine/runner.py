@@ -1,0 +1,104 @@
+"""Forward passes over the base model: encode a prompt once, prefill new rows, decode one step."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from server.engine.batch import Batch
+from server.engine.kv_cache import KVState, prefix_from_output
+from server.engine.model import BaseModel
+from server.prompts.forms import PrefixKV
+
+PAD_TOKEN_ID = 0  # any valid id: pad positions are masked out and never sampled
+
+
+@dataclass(frozen=True)
+class PrefillRow:
+    request_id: int
+    input_ids: Sequence[int]
+    prefix: PrefixKV | None  # the task's virtual tokens, None for the base model alone
+
+
+class ModelRunner:
+    """Runs the frozen model; every call is one forward pass for the whole batch."""
+
+    def __init__(self, base: BaseModel) -> None:
+        self.base = base
+        self.model = base.model
+        self.device = base.device
+
+    @torch.inference_mode()
+    def encode_prompt(self, embeddings: torch.Tensor) -> PrefixKV:
+        """Run the model once over virtual-token embeddings [N, D] at positions 0..N-1."""
+        inputs = embeddings.to(device=self.device, dtype=self.base.dtype)[None]  # [1, N, D]
+        num_tokens = inputs.shape[1]
+        out = self.model(
+            inputs_embeds=inputs,
+            attention_mask=torch.ones(1, num_tokens, dtype=torch.long, device=self.device),
+            position_ids=torch.arange(num_tokens, device=self.device)[None],
+            logits_to_keep=1,
+            **KVState((), ()).model_kwargs(),
+        )
+        return prefix_from_output(out)
+
+    @torch.inference_mode()
+    def prefill(self, rows: Sequence[PrefillRow]) -> tuple[Batch, torch.Tensor]:
+        """Prefill new rows in one pass; returns the batch and next-token logits [B, V] (float32)."""
+        num_virtual = [row.prefix.num_virtual_tokens if row.prefix else 0 for row in rows]
+        num_input = [len(row.input_ids) for row in rows]
+        prefix_len, input_len = max(num_virtual), max(num_input)
+        prefixes = [row.prefix for row in rows]
+        kv = KVState((), ())
+        if prefix_len:
+            like = next(p for p in prefixes if p is not None)
+            kv = KVState.from_prefixes(prefixes, prefix_len, like)
+
+        device = self.device
+        input_ids = torch.full((len(rows), input_len), PAD_TOKEN_ID, dtype=torch.long)  # [B, T]
+        for i, row in enumerate(rows):
+            input_ids[i, input_len - num_input[i] :] = torch.tensor(row.input_ids, dtype=torch.long)
+        columns = torch.arange(prefix_len + input_len)  # [P + T]
+        virtual = torch.tensor(num_virtual)[:, None]  # [B, 1]
+        tokens = torch.tensor(num_input)[:, None]  # [B, 1]
+        is_prefix = (columns < prefix_len) & (columns >= prefix_len - virtual)
+        is_input = columns >= prefix_len + input_len - tokens
+        attention_mask = (is_prefix | is_input).long()  # [B, P + T]
+        # Row i's tokens take positions N_i .. N_i + T_i - 1, as they would alone; pads get any valid one.
+        positions = (virtual + torch.arange(input_len) - (input_len - tokens)).clamp(min=0)  # [B, T]
+
+        out = self.model(
+            input_ids=input_ids.to(device),
+            attention_mask=attention_mask.to(device),
+            position_ids=positions.to(device),
+            logits_to_keep=1,
+            **kv.model_kwargs(),
+        )
+        batch = Batch(
+            request_ids=tuple(row.request_id for row in rows),
+            kv=KVState.from_output(out),
+            attention_mask=attention_mask.to(device),
+            next_positions=(virtual + tokens).squeeze(1).to(device),
+        )
+        return batch, out.logits[:, -1].float()
+
+    @torch.inference_mode()
+    def decode(self, batch: Batch, token_ids: torch.Tensor) -> tuple[Batch, torch.Tensor]:
+        """Append one token per row ([B]) and return the grown batch and next-token logits [B, V]."""
+        attention_mask = torch.nn.functional.pad(batch.attention_mask, (0, 1), value=1)  # [B, S + 1]
+        out = self.model(
+            input_ids=token_ids.to(self.device)[:, None],
+            attention_mask=attention_mask,
+            position_ids=batch.next_positions[:, None],
+            logits_to_keep=1,
+            **batch.kv.model_kwargs(),
+        )
+        grown = Batch(
+            request_ids=batch.request_ids,
+            kv=KVState.from_output(out),
+            attention_mask=attention_mask,
+            next_positions=batch.next_positions + 1,
+        )
+        return grown, out.logits[:, -1].float()

@@ -1,0 +1,20 @@
+"""Typed errors for requests. Like the registry's errors, each names its HTTP status."""
+
+from __future__ import annotations
+
+from prompt_store.errors import UserError
+
+
+class UnknownTask(UserError):
+    error_type = "unknown_task"
+    status_code = 404
+
+
+class InvalidRequest(UserError):
+    error_type = "invalid_request"
+    status_code = 400
+
+
+class ContextTooLong(UserError):
+    error_type = "context_too_long"
+    status_code = 413

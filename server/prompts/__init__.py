@@ -1,0 +1,1 @@
+"""Runtime forms of prompt artifacts: what lives on the device for each task version."""

@@ -1,0 +1,65 @@
+"""Runtime forms: the device-side tensors a task version is served from. Immutable once built."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class PrefixKV:
+    """Per-layer keys and values that every request of the task attends to before its own tokens.
+
+    Keys carry whatever the model's attention stores in its cache (rotary already applied for
+    prompts the model ran over; raw keys for prefix tuning, exactly as PEFT feeds them).
+    """
+
+    keys: tuple[torch.Tensor, ...]  # per layer: [H_kv, N, head_dim]
+    values: tuple[torch.Tensor, ...]  # per layer: [H_kv, N, head_dim]
+
+    @property
+    def num_virtual_tokens(self) -> int:
+        return self.keys[0].shape[1]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (*self.keys, *self.values))
+
+
+@dataclass(frozen=True)
+class PromptEmbeddings:
+    """Virtual-token embeddings, inserted into `inputs_embeds` where a prefix cannot stand in."""
+
+    embeddings: torch.Tensor  # [N, D], float32 as trained
+
+    @property
+    def num_virtual_tokens(self) -> int:
+        return self.embeddings.shape[0]
+
+    @property
+    def nbytes(self) -> int:
+        return self.embeddings.numel() * self.embeddings.element_size()
+
+
+@dataclass(frozen=True)
+class TaskPrompt:
+    """One task version ready to serve: a form per sub-task (one unless multitask prompt tuning)."""
+
+    peft_type: str
+    sha256: str
+    prefixes: tuple[PrefixKV, ...]  # indexed by task_index
+    embeddings: tuple[PromptEmbeddings, ...] | None  # None for prefix tuning, which has no embeddings
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self.prefixes)
+
+    @property
+    def num_virtual_tokens(self) -> int:
+        return self.prefixes[0].num_virtual_tokens
+
+    @property
+    def nbytes(self) -> int:
+        forms: list[PrefixKV | PromptEmbeddings] = [*self.prefixes, *(self.embeddings or ())]
+        return sum(form.nbytes for form in forms)

@@ -1,0 +1,116 @@
+"""The most important property: every row of a mixed batch gets exactly what PEFT gives that request alone."""
+
+from __future__ import annotations
+
+import torch
+
+from server.engine.engine import Engine, Request
+from tests.conftest import TASKS, Zoo
+from tests.factories import VOCAB, peft_greedy
+
+MAX_NEW_TOKENS = 8
+
+
+def mixed_requests(seed: int = 0) -> list[Request]:
+    """Every method, two tasks twice, two sub-tasks of one multitask artifact, base-model rows, ragged inputs."""
+    generator = torch.Generator().manual_seed(seed)
+    rows: list[tuple[str | None, int]] = [(task, 0) for task in TASKS]
+    rows += [("multitask", 2), ("prefix", 0), ("prompt_tuning", 0), (None, 0), (None, 0)]
+    requests = []
+    for i, (task, task_index) in enumerate(rows):
+        length = 1 + (i * 7) % 17
+        input_ids = torch.randint(0, VOCAB, (length,), generator=generator).tolist()
+        requests.append(
+            Request(input_ids, task=task, task_index=task_index, max_new_tokens=MAX_NEW_TOKENS, stop_at_eos=False)
+        )
+    return requests
+
+
+def peft_answer(zoo: Zoo, request: Request) -> tuple[list[int], torch.Tensor]:
+    model = zoo.peft_models[request.task] if request.task else zoo.base
+    task_index = request.task_index if request.task == "multitask" else None
+    return peft_greedy(model, list(request.input_ids), request.max_new_tokens, task_index)
+
+
+def test_every_row_of_a_mixed_batch_matches_peft_alone(zoo: Zoo) -> None:
+    engine = zoo.engine()
+    requests = mixed_requests()
+    generations = engine.generate(requests)
+    logits = engine.next_token_logits(requests)
+    for i, request in enumerate(requests):
+        tokens, first_logits = peft_answer(zoo, request)
+        label = f"{zoo.arch} row {i} task={request.task} index={request.task_index}"
+        assert generations[i].token_ids == tokens, label
+        assert (logits[i] - first_logits).abs().max() < 1e-4, label
+        assert generations[i].finish_reason == "length"
+
+
+def test_each_artifact_changes_the_answer(zoo: Zoo) -> None:
+    """A server that ignored the prompt would fail the test above: each task moves the logits."""
+    engine = zoo.engine()
+    input_ids = [3, 14, 15, 92, 65]
+    base = engine.next_token_logits([Request(input_ids)])[0]
+    for task in TASKS:
+        with_task = engine.next_token_logits([Request(input_ids, task=task)])[0]
+        assert (with_task - base).abs().max() > 1e-2, task
+
+
+def test_multitask_sub_tasks_differ_and_match_peft(zoo: Zoo) -> None:
+    engine = zoo.engine()
+    input_ids = [7, 7, 1, 200]
+    requests = [
+        Request(input_ids, task="multitask", task_index=t, max_new_tokens=4, stop_at_eos=False) for t in (0, 1, 2)
+    ]
+    logits = engine.next_token_logits(requests)
+    for t, request in enumerate(requests):
+        _, expected = peft_answer(zoo, request)
+        assert (logits[t] - expected).abs().max() < 1e-4
+    assert (logits[0] - logits[1]).abs().max() > 1e-2
+
+
+def test_rows_join_and_leave_between_steps(zoo: Zoo) -> None:
+    """A batch that drops finished rows and takes in newly prefilled ones keeps every answer exact."""
+    engine = zoo.engine()
+    requests = mixed_requests(seed=3)
+    expected = [peft_answer(zoo, r)[0] for r in requests]
+
+    runner = engine.runner
+    rows = engine.prefill_rows(requests)
+    batch, logits = runner.prefill(rows[:6])
+    produced: dict[int, list[int]] = {i: [] for i in range(len(requests))}
+
+    def step(batch, logits):
+        tokens = logits.argmax(-1)
+        for row, token in enumerate(tokens.tolist()):
+            produced[batch.request_ids[row]].append(token)
+        return tokens
+
+    for _ in range(3):
+        tokens = step(batch, logits)
+        batch, logits = runner.decode(batch, tokens)
+    tokens = step(batch, logits)
+    batch, logits = runner.decode(batch.filter([0, 2, 5]), tokens[[0, 2, 5]])  # rows 1, 3, 4 leave
+    newcomers, new_logits = runner.prefill(rows[6:])
+    batch = type(batch).concatenate([batch, newcomers])
+    logits = torch.cat([logits, new_logits])
+    while len(batch):
+        tokens = step(batch, logits)
+        keep = [r for r, rid in enumerate(batch.request_ids) if len(produced[rid]) < MAX_NEW_TOKENS]
+        if not keep:
+            break
+        batch, logits = runner.decode(batch.filter(keep), tokens[keep])
+
+    for rid in (0, 2, 5, *range(6, len(requests))):
+        assert produced[rid] == expected[rid], f"{zoo.arch} request {rid}"
+    for rid in (1, 3, 4):
+        assert produced[rid] == expected[rid][:4]
+
+
+def test_prompt_kv_is_computed_once_per_task(zoo: Zoo) -> None:
+    """Serving never runs the model over virtual tokens again: the registered form is reused."""
+    engine: Engine = zoo.engine()
+    calls = []
+    original = engine.runner.encode_prompt
+    engine.runner.encode_prompt = lambda e: calls.append(e) or original(e)  # type: ignore[method-assign]
+    engine.generate([Request([1, 2, 3], task="prompt_tuning", max_new_tokens=3)] * 3)
+    assert calls == []
