@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, LlamaConfig
+from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedModel
 
 from prompt_store.artifact import load_artifact_dir
 from server.engine.engine import Engine, Request
@@ -29,32 +29,36 @@ def max_logit_differences(arch: str, folder: Path) -> dict[str, float]:
     requests = []
     for seed, method in enumerate(METHODS):
         artifact_dir = make_artifact(base, method, 4 + seed, folder / arch / method, seed=seed)
-        engine.add_task(method, load_artifact_dir(artifact_dir, engine.base.spec))
+        prompt = engine.build_prompt(load_artifact_dir(artifact_dir, engine.base.spec))
         length = 2 + (5 * seed) % 13
-        requests.append(Request(torch.randint(0, VOCAB, (length,), generator=generator).tolist(), task=method))
+        requests.append(Request(torch.randint(0, VOCAB, (length,), generator=generator).tolist(), prompt=prompt))
     logits = engine.next_token_logits(requests)
     result = {}
-    for row, request in enumerate(requests):
-        assert request.task is not None
-        reference = load_peft(base, folder / arch / request.task)
-        task_index = 0 if request.task == "multitask" else None
+    for row, (method, request) in enumerate(zip(METHODS, requests, strict=True)):
+        reference = load_peft(base, folder / arch / method)
+        task_index = 0 if method == "multitask" else None
         _, expected = peft_greedy(reference, list(request.input_ids), 1, task_index)
-        result[request.task] = float((logits[row] - expected).abs().max())
+        result[method] = float((logits[row] - expected).abs().max())
     return result
 
 
-def form_sizes(folder: Path) -> dict[str, dict[str, int]]:
+def smollm_shaped_llama() -> PreTrainedModel:
+    """A Llama with SmolLM2-135M's shapes and random weights."""
     config = LlamaConfig(
         vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
         num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=8192, tie_word_embeddings=True,
     )  # fmt: skip
     torch.manual_seed(0)
-    base = AutoModelForCausalLM.from_config(config).eval()
+    return AutoModelForCausalLM.from_config(config).eval()
+
+
+def form_sizes(folder: Path) -> dict[str, dict[str, int]]:
+    base = smollm_shaped_llama()
     engine = Engine(wrap_model(base, torch.device("cpu")))
     sizes = {}
     for method in ("prompt_tuning", "prefix", "multitask"):
         artifact_dir = make_artifact(base, method, 20, folder / "smollm" / method, seed=0)
-        prompt = engine.add_task(method, load_artifact_dir(artifact_dir, engine.base.spec))
+        prompt = engine.build_prompt(load_artifact_dir(artifact_dir, engine.base.spec))
         sizes[method] = {
             "prefix_kv_bytes_per_sub_task": prompt.prefixes[0].nbytes,
             "embedding_bytes_per_sub_task": prompt.embeddings[0].nbytes if prompt.embeddings else 0,

@@ -62,3 +62,37 @@ class ArtifactTooLarge(UserError):
 
     error_type = "artifact_too_large"
     status_code = 413
+
+
+class InvalidTaskName(UserError):
+    error_type = "invalid_task_name"
+
+
+class InvalidCard(ArtifactError):
+    """`card.json` is not a valid task card."""
+
+    error_type = "invalid_card"
+
+
+class UnknownTask(UserError):
+    error_type = "unknown_task"
+    status_code = 404
+
+
+class UnknownVersion(UserError):
+    error_type = "unknown_version"
+    status_code = 404
+
+
+class Conflict(UserError):
+    """A change raced with another one (e.g. the task was deleted during an upload); retry it."""
+
+    error_type = "conflict"
+    status_code = 409
+
+
+class StoreUnavailable(UserError):
+    """The registry backend does not answer (HTTP 503)."""
+
+    error_type = "registry_unavailable"
+    status_code = 503

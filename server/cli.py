@@ -38,7 +38,7 @@ def check(args: argparse.Namespace) -> int:
     for folder in args.artifacts:
         try:
             artifact = load_artifact_dir(folder, engine.base.spec)
-            prompt = engine.add_task(folder, artifact)
+            prompt = engine.build_prompt(artifact)
         except UserError as error:
             failed += 1
             print(json.dumps({"artifact": folder, "error": error.error_type, "message": error.message}))

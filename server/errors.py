@@ -5,11 +5,6 @@ from __future__ import annotations
 from prompt_store.errors import UserError
 
 
-class UnknownTask(UserError):
-    error_type = "unknown_task"
-    status_code = 404
-
-
 class InvalidRequest(UserError):
     error_type = "invalid_request"
     status_code = 400

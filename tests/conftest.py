@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from transformers import PreTrainedModel
 
 from prompt_store.artifact import load_artifact_dir
-from server.engine.engine import Engine
+from server.engine.engine import Engine, Generation, Request
 from server.engine.model import wrap_model
+from server.prompts.forms import TaskPrompt
 from tests.factories import METHODS, load_peft, make_artifact, make_model
+from tests.redis_server import redis_server
 
 # Task name -> (PEFT method, virtual tokens). Two prompt-tuning tasks of different lengths.
 TASKS: dict[str, tuple[str, int]] = {
@@ -38,11 +42,47 @@ class Zoo:
     folders: dict[str, Path]
     peft_models: dict[str, torch.nn.Module]
 
-    def engine(self, dtype: torch.dtype = torch.float32) -> Engine:
+    def engine(self, dtype: torch.dtype = torch.float32) -> Served:
         engine = Engine(wrap_model(copy.deepcopy(self.base).to(dtype), torch.device("cpu")))
-        for task, folder in self.folders.items():
-            engine.add_task(task, load_artifact_dir(folder, engine.base.spec))
-        return engine
+        prompts = {
+            task: engine.build_prompt(load_artifact_dir(folder, engine.base.spec))
+            for task, folder in self.folders.items()
+        }
+        return Served(engine, prompts)
+
+
+@dataclass
+class Served:
+    """An engine with every zoo task built, and requests named by task."""
+
+    engine: Engine
+    prompts: dict[str, TaskPrompt]
+
+    def request(self, input_ids: list[int], task: str | None = None, **options: Any) -> Request:
+        return Request(input_ids, prompt=self.prompts[task] if task else None, **options)
+
+    def generate(self, specs: list[TaskRequest]) -> list[Generation]:
+        return self.engine.generate([self.request(s.input_ids, s.task, **s.options) for s in specs])
+
+    def next_token_logits(self, specs: list[TaskRequest]) -> torch.Tensor:
+        return self.engine.next_token_logits([self.request(s.input_ids, s.task, **s.options) for s in specs])
+
+
+@dataclass
+class TaskRequest:
+    """A request named by task, as a user writes it; `Served` resolves the name."""
+
+    input_ids: list[int]
+    task: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def task_index(self) -> int:
+        return int(self.options.get("task_index", 0))
+
+    @property
+    def max_new_tokens(self) -> int:
+        return int(self.options.get("max_new_tokens", 64))
 
 
 @pytest.fixture(scope="session", params=["llama", "gpt2", "gpt_neox", "qwen2"])
@@ -55,3 +95,14 @@ def zoo(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         for seed, (task, (method, n)) in enumerate(TASKS.items())
     }
     return Zoo(arch, base, folders, {task: load_peft(base, folder) for task, folder in folders.items()})
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    with redis_server() as server:
+        yield server.url
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"

@@ -14,7 +14,7 @@ import torch
 from prompt_store.artifact import Artifact
 from server.engine.model import BaseModel
 from server.engine.runner import ModelRunner, PrefillRow
-from server.errors import ContextTooLong, InvalidRequest, UnknownTask
+from server.errors import ContextTooLong, InvalidRequest
 from server.prompts.build import build_task_prompt
 from server.prompts.forms import PrefixKV, TaskPrompt
 
@@ -22,7 +22,7 @@ from server.prompts.forms import PrefixKV, TaskPrompt
 @dataclass(frozen=True)
 class Request:
     input_ids: Sequence[int]
-    task: str | None = None  # None: the base model with no prompt
+    prompt: TaskPrompt | None = None  # the task version resolved at admission; None: the base model alone
     task_index: int = 0  # sub-task of a multitask prompt-tuning artifact
     max_new_tokens: int = 64
     stop_at_eos: bool = True
@@ -42,18 +42,10 @@ class Engine:
     def __init__(self, base: BaseModel) -> None:
         self.base = base
         self.runner = ModelRunner(base)
-        self.tasks: dict[str, TaskPrompt] = {}
 
-    def add_task(self, name: str, artifact: Artifact) -> TaskPrompt:
-        """Build the task's runtime forms once; requests naming `name` use them from now on."""
-        prompt = build_task_prompt(
-            artifact, self.base.spec, self.runner.encode_prompt, self.base.device, self.base.dtype
-        )
-        self.tasks[name] = prompt
-        return prompt
-
-    def remove_task(self, name: str) -> None:
-        self.tasks.pop(name, None)
+    def build_prompt(self, artifact: Artifact) -> TaskPrompt:
+        """Every runtime form of a validated artifact, computed once, on the model's device."""
+        return build_task_prompt(artifact, self.base.spec, self.runner.encode_prompt, self.base.device, self.base.dtype)
 
     def next_token_logits(self, requests: Sequence[Request]) -> torch.Tensor:
         """Logits [B, V] (float32) for the token after each request's input, in one forward pass."""
@@ -107,14 +99,11 @@ class Engine:
         if request.max_new_tokens < 1:
             raise InvalidRequest(f"max_new_tokens: expected at least 1, found {request.max_new_tokens}")
         prefix = None
-        if request.task is not None:
-            prompt = self.tasks.get(request.task)
-            if prompt is None:
-                raise UnknownTask(f"task {request.task!r} is not registered")
+        if request.prompt is not None:
+            prompt = request.prompt
             if not 0 <= request.task_index < prompt.num_tasks:
                 raise InvalidRequest(
-                    f"task_index: expected 0..{prompt.num_tasks - 1} for task {request.task!r}, "
-                    f"found {request.task_index}"
+                    f"task_index: expected 0..{prompt.num_tasks - 1} for this task, found {request.task_index}"
                 )
             prefix = prompt.prefixes[request.task_index]
         needed = (prefix.num_virtual_tokens if prefix else 0) + len(request.input_ids) + request.max_new_tokens

@@ -10,15 +10,15 @@ from tests.factories import load_peft, peft_greedy
 
 
 def test_mixed_batch_in_bfloat16_agrees_with_peft_in_bfloat16(zoo: Zoo) -> None:
-    engine = zoo.engine(torch.bfloat16)
-    base = engine.base.model
+    served = zoo.engine(torch.bfloat16)
+    base = served.engine.base.model
     requests = mixed_requests(seed=5)
-    generations = engine.generate(requests)
+    generations = served.generate(requests)
     agreed = first_agreed = 0
     for request, generation in zip(requests, generations, strict=True):
         model = load_peft(base, zoo.folders[request.task]) if request.task else base
         task_index = request.task_index if request.task == "multitask" else None
-        tokens, _ = peft_greedy(model, list(request.input_ids), request.max_new_tokens, task_index)
+        tokens, _ = peft_greedy(model, request.input_ids, request.max_new_tokens, task_index)
         agreed += generation.token_ids == tokens
         first_agreed += generation.token_ids[0] == tokens[0]
     rate = agreed / len(requests)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import torch
 
-from server.engine.engine import Engine, Request
-from tests.conftest import TASKS, Zoo
+from server.engine.batch import Batch
+from tests.conftest import TASKS, TaskRequest, Zoo
 from tests.factories import VOCAB, peft_greedy
 
 MAX_NEW_TOKENS = 8
 
 
-def mixed_requests(seed: int = 0) -> list[Request]:
+def mixed_requests(seed: int = 0) -> list[TaskRequest]:
     """Every method, two tasks twice, two sub-tasks of one multitask artifact, base-model rows, ragged inputs."""
     generator = torch.Generator().manual_seed(seed)
     rows: list[tuple[str | None, int]] = [(task, 0) for task in TASKS]
@@ -20,23 +20,22 @@ def mixed_requests(seed: int = 0) -> list[Request]:
     for i, (task, task_index) in enumerate(rows):
         length = 1 + (i * 7) % 17
         input_ids = torch.randint(0, VOCAB, (length,), generator=generator).tolist()
-        requests.append(
-            Request(input_ids, task=task, task_index=task_index, max_new_tokens=MAX_NEW_TOKENS, stop_at_eos=False)
-        )
+        options = {"task_index": task_index, "max_new_tokens": MAX_NEW_TOKENS, "stop_at_eos": False}
+        requests.append(TaskRequest(input_ids, task, options))
     return requests
 
 
-def peft_answer(zoo: Zoo, request: Request) -> tuple[list[int], torch.Tensor]:
+def peft_answer(zoo: Zoo, request: TaskRequest) -> tuple[list[int], torch.Tensor]:
     model = zoo.peft_models[request.task] if request.task else zoo.base
     task_index = request.task_index if request.task == "multitask" else None
-    return peft_greedy(model, list(request.input_ids), request.max_new_tokens, task_index)
+    return peft_greedy(model, request.input_ids, request.max_new_tokens, task_index)
 
 
 def test_every_row_of_a_mixed_batch_matches_peft_alone(zoo: Zoo) -> None:
-    engine = zoo.engine()
+    served = zoo.engine()
     requests = mixed_requests()
-    generations = engine.generate(requests)
-    logits = engine.next_token_logits(requests)
+    generations = served.generate(requests)
+    logits = served.next_token_logits(requests)
     for i, request in enumerate(requests):
         tokens, first_logits = peft_answer(zoo, request)
         label = f"{zoo.arch} row {i} task={request.task} index={request.task_index}"
@@ -47,21 +46,18 @@ def test_every_row_of_a_mixed_batch_matches_peft_alone(zoo: Zoo) -> None:
 
 def test_each_artifact_changes_the_answer(zoo: Zoo) -> None:
     """A server that ignored the prompt would fail the test above: each task moves the logits."""
-    engine = zoo.engine()
+    served = zoo.engine()
     input_ids = [3, 14, 15, 92, 65]
-    base = engine.next_token_logits([Request(input_ids)])[0]
+    base = served.next_token_logits([TaskRequest(input_ids)])[0]
     for task in TASKS:
-        with_task = engine.next_token_logits([Request(input_ids, task=task)])[0]
+        with_task = served.next_token_logits([TaskRequest(input_ids, task)])[0]
         assert (with_task - base).abs().max() > 1e-2, task
 
 
 def test_multitask_sub_tasks_differ_and_match_peft(zoo: Zoo) -> None:
-    engine = zoo.engine()
-    input_ids = [7, 7, 1, 200]
-    requests = [
-        Request(input_ids, task="multitask", task_index=t, max_new_tokens=4, stop_at_eos=False) for t in (0, 1, 2)
-    ]
-    logits = engine.next_token_logits(requests)
+    served = zoo.engine()
+    requests = [TaskRequest([7, 7, 1, 200], "multitask", {"task_index": t}) for t in (0, 1, 2)]
+    logits = served.next_token_logits(requests)
     for t, request in enumerate(requests):
         _, expected = peft_answer(zoo, request)
         assert (logits[t] - expected).abs().max() < 1e-4
@@ -70,29 +66,27 @@ def test_multitask_sub_tasks_differ_and_match_peft(zoo: Zoo) -> None:
 
 def test_rows_join_and_leave_between_steps(zoo: Zoo) -> None:
     """A batch that drops finished rows and takes in newly prefilled ones keeps every answer exact."""
-    engine = zoo.engine()
+    served = zoo.engine()
     requests = mixed_requests(seed=3)
     expected = [peft_answer(zoo, r)[0] for r in requests]
-
-    runner = engine.runner
-    rows = engine.prefill_rows(requests)
-    batch, logits = runner.prefill(rows[:6])
+    runner = served.engine.runner
+    rows = served.engine.prefill_rows([served.request(r.input_ids, r.task, **r.options) for r in requests])
     produced: dict[int, list[int]] = {i: [] for i in range(len(requests))}
 
-    def step(batch, logits):
+    def step(batch: Batch, logits: torch.Tensor) -> torch.Tensor:
         tokens = logits.argmax(-1)
         for row, token in enumerate(tokens.tolist()):
             produced[batch.request_ids[row]].append(token)
         return tokens
 
+    batch, logits = runner.prefill(rows[:6])
     for _ in range(3):
         tokens = step(batch, logits)
         batch, logits = runner.decode(batch, tokens)
     tokens = step(batch, logits)
     batch, logits = runner.decode(batch.filter([0, 2, 5]), tokens[[0, 2, 5]])  # rows 1, 3, 4 leave
     newcomers, new_logits = runner.prefill(rows[6:])
-    batch = type(batch).concatenate([batch, newcomers])
-    logits = torch.cat([logits, new_logits])
+    batch, logits = Batch.concatenate([batch, newcomers]), torch.cat([logits, new_logits])
     while len(batch):
         tokens = step(batch, logits)
         keep = [r for r, rid in enumerate(batch.request_ids) if len(produced[rid]) < MAX_NEW_TOKENS]
@@ -107,10 +101,11 @@ def test_rows_join_and_leave_between_steps(zoo: Zoo) -> None:
 
 
 def test_prompt_kv_is_computed_once_per_task(zoo: Zoo) -> None:
-    """Serving never runs the model over virtual tokens again: the registered form is reused."""
-    engine: Engine = zoo.engine()
+    """Serving never runs the model over virtual tokens again: the built form is reused."""
+    served = zoo.engine()
+    runner = served.engine.runner
     calls = []
-    original = engine.runner.encode_prompt
-    engine.runner.encode_prompt = lambda e: calls.append(e) or original(e)  # type: ignore[method-assign]
-    engine.generate([Request([1, 2, 3], task="prompt_tuning", max_new_tokens=3)] * 3)
+    original = runner.encode_prompt
+    runner.encode_prompt = lambda e: calls.append(e) or original(e)  # type: ignore[method-assign]
+    served.generate([TaskRequest([1, 2, 3], "prompt_tuning", {"max_new_tokens": 3})] * 3)
     assert calls == []

@@ -9,8 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from server.engine.engine import Request
-from tests.conftest import Zoo
+from tests.conftest import TaskRequest, Zoo
 from tests.factories import peft_greedy
 
 
@@ -26,7 +25,7 @@ def test_peft_generate_drops_the_prefix_where_promptswap_keeps_it(zoo: Zoo) -> N
         ).scores[0][0]  # fmt: skip
         base_logits = zoo.base(input_ids=torch.tensor([input_ids])).logits[0, -1]
     _, forward_logits = peft_greedy(peft_model, input_ids, 1)
-    served = zoo.engine().next_token_logits([Request(input_ids, task="prefix")])[0]
+    served = zoo.engine().next_token_logits([TaskRequest(input_ids, "prefix")])[0]
 
     assert (scores - base_logits).abs().max() < 1e-4, "PEFT generate ignored the prefix"
     assert (forward_logits - base_logits).abs().max() > 1e-2, "PEFT forward uses it"

@@ -1,0 +1,191 @@
+"""Task versions on the device: upload, resolve at admission, hot swap, and change events.
+
+A request resolves its task (or pinned version) once, when admitted, and holds a `Lease` on
+that version's runtime form until it ends; uploads, rollbacks and deletes only change what
+later requests resolve to. An upload validates and builds the runtime form before it stores
+anything, and the form is on the device when the upload returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from prompt_store.artifact import DEFAULT_MAX_BYTES, Artifact, parse_artifact
+from prompt_store.errors import StoreUnavailable, UnknownTask, UnknownVersion
+from prompt_store.records import ChangeEvent, VersionRecord, check_task_name, parse_card
+from prompt_store.spec import ModelSpec
+from prompt_store.store import PromptStore
+from server.prompts.forms import TaskPrompt
+from server.prompts.pool import DevicePool
+
+log = logging.getLogger(__name__)
+
+VersionKey = tuple[str, int]  # (task, version)
+
+
+@dataclass(frozen=True)
+class LoadedVersion:
+    record: VersionRecord
+    prompt: TaskPrompt
+
+    @property
+    def nbytes(self) -> int:
+        return self.prompt.nbytes
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A pinned task version; give it back with `PromptRegistry.release`."""
+
+    record: VersionRecord
+    prompt: TaskPrompt
+
+    @property
+    def key(self) -> VersionKey:
+        return (self.record.task, self.record.version)
+
+
+class PromptRegistry:
+    def __init__(
+        self,
+        store: PromptStore,
+        spec: ModelSpec,
+        build: Callable[[Artifact], TaskPrompt],
+        budget_bytes: int,
+        max_artifact_bytes: int = DEFAULT_MAX_BYTES,
+        cache_pointers: bool = False,
+    ) -> None:
+        """`cache_pointers`: keep current-version pointers in memory, kept fresh by the store's
+        change events. Only for stores whose events reach every replica (Redis)."""
+        self.store = store
+        self.spec = spec
+        self.build = build
+        self.pool: DevicePool[VersionKey, LoadedVersion] = DevicePool(budget_bytes)
+        self.max_artifact_bytes = max_artifact_bytes
+        self.cache_pointers = cache_pointers
+        self.pointers: dict[str, int] = {}
+        self._loading: dict[VersionKey, asyncio.Future[LoadedVersion]] = {}
+
+    async def upload(
+        self, task: str, config_bytes: bytes, weights_bytes: bytes, card_bytes: bytes | None = None
+    ) -> VersionRecord:
+        """Validate, build the runtime form, store the next version and make it current."""
+        check_task_name(task)
+        card = parse_card(card_bytes) if card_bytes is not None else None
+        artifact = await asyncio.to_thread(
+            parse_artifact, config_bytes, weights_bytes, self.spec, self.max_artifact_bytes
+        )
+        prompt = await asyncio.to_thread(self.build, artifact)
+        draft = VersionRecord(
+            task=task,
+            peft_type=artifact.peft_type,
+            num_virtual_tokens=artifact.num_virtual_tokens,
+            num_tasks=artifact.num_tasks,
+            config=artifact.config,
+            sha256=artifact.sha256,
+            nbytes=artifact.nbytes,
+            spec_fingerprint=self.spec.fingerprint(),
+            card=card,
+        )
+        record = await self.store.create_version(draft, config_bytes, weights_bytes)
+        self.pool.put((task, record.version), LoadedVersion(record, prompt))
+        self.pointers.pop(task, None)  # re-read: a racing upload may have committed a newer one
+        return record
+
+    async def acquire(self, task: str, version: int | None = None) -> Lease:
+        """Resolve `task` (its current version unless `version` pins one) and pin its form."""
+        if version is None:
+            version = await self.current_version(task)
+        key = (task, version)
+        loaded = self.pool.acquire(key)
+        if loaded is None:
+            loaded = await self._load(key)
+        return Lease(loaded.record, loaded.prompt)
+
+    def release(self, lease: Lease) -> None:
+        self.pool.release(lease.key)
+
+    async def current_version(self, task: str) -> int:
+        check_task_name(task)
+        if task in self.pointers:
+            return self.pointers[task]
+        version = await self.store.current_version(task)
+        if self.cache_pointers:
+            self.pointers[task] = version
+        return version
+
+    async def _load(self, key: VersionKey) -> LoadedVersion:
+        """A miss: read the version from the store and build its form off the event loop, once."""
+        pending = self._loading.get(key)
+        if pending is None:
+            pending = asyncio.get_running_loop().create_future()
+            self._loading[key] = pending
+            try:
+                stored = await self.store.get_version(*key)
+                artifact = await asyncio.to_thread(
+                    parse_artifact, stored.config_bytes, stored.weights_bytes, self.spec, self.max_artifact_bytes
+                )
+                prompt = await asyncio.to_thread(self.build, artifact)
+                pending.set_result(LoadedVersion(stored.record, prompt))
+            except BaseException as error:
+                pending.set_exception(error)
+                pending.exception()  # mark retrieved: waiters re-raise it themselves
+                raise
+            finally:
+                del self._loading[key]
+            return self.pool.put(key, pending.result(), pinned=True)
+        loaded = await asyncio.shield(pending)
+        return self.pool.put(key, loaded, pinned=True)
+
+    async def rollback(self, task: str, version: int) -> VersionRecord:
+        record = await self.store.rollback(task, version)
+        self.pointers.pop(task, None)
+        return record
+
+    async def delete(self, task: str) -> None:
+        await self.store.delete_task(task)
+        self.forget(task)
+
+    def forget(self, task: str) -> None:
+        """Drop a task's pointer and forms; requests already holding a form finish with it."""
+        self.pointers.pop(task, None)
+        for key in self.pool.lru_keys():
+            if key[0] == task:
+                self.pool.discard(key)
+
+    async def apply(self, event: ChangeEvent) -> None:
+        """Follow a change made by any replica."""
+        if event.kind == "resync":
+            await self.resync()
+        elif event.kind == "delete":
+            self.forget(event.task)
+        elif self.cache_pointers and event.version is not None:
+            self.pointers[event.task] = event.version
+
+    async def resync(self) -> None:
+        """After (re)subscribing, events may have been missed: re-read pointers, drop stale forms."""
+        self.pointers.clear()
+        for key in self.pool.lru_keys():
+            loaded = self.pool.peek(key)
+            try:
+                record = await self.store.get_record(*key)
+            except (UnknownTask, UnknownVersion):
+                record = None
+            if loaded is not None and (record is None or record.sha256 != loaded.record.sha256):
+                self.pool.discard(key)
+
+    async def watch(self, retry_seconds: float = 0.5) -> None:
+        """Apply the store's change events until cancelled, resubscribing when the store comes back.
+
+        While the store is away, pointers and forms already known keep serving.
+        """
+        while True:
+            try:
+                async for event in self.store.events():
+                    await self.apply(event)
+            except StoreUnavailable as error:
+                log.warning("registry events lost (%s); retrying in %.1fs", error.message, retry_seconds)
+            await asyncio.sleep(retry_seconds)
