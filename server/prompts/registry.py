@@ -27,18 +27,8 @@ VersionKey = tuple[str, int]  # (task, version)
 
 
 @dataclass(frozen=True)
-class LoadedVersion:
-    record: VersionRecord
-    prompt: TaskPrompt
-
-    @property
-    def nbytes(self) -> int:
-        return self.prompt.nbytes
-
-
-@dataclass(frozen=True)
 class Lease:
-    """A pinned task version; give it back with `PromptRegistry.release`."""
+    """A task version on the device. From `acquire` it is pinned: give it back with `release`."""
 
     record: VersionRecord
     prompt: TaskPrompt
@@ -46,6 +36,10 @@ class Lease:
     @property
     def key(self) -> VersionKey:
         return (self.record.task, self.record.version)
+
+    @property
+    def nbytes(self) -> int:
+        return self.prompt.nbytes
 
 
 class PromptRegistry:
@@ -63,11 +57,11 @@ class PromptRegistry:
         self.store = store
         self.spec = spec
         self.build = build
-        self.pool: DevicePool[VersionKey, LoadedVersion] = DevicePool(budget_bytes)
+        self.pool: DevicePool[VersionKey, Lease] = DevicePool(budget_bytes)
         self.max_artifact_bytes = max_artifact_bytes
         self.cache_pointers = cache_pointers
         self.pointers: dict[str, int] = {}
-        self._loading: dict[VersionKey, asyncio.Future[LoadedVersion]] = {}
+        self._loading: dict[VersionKey, asyncio.Future[Lease]] = {}
 
     async def upload(
         self, task: str, config_bytes: bytes, weights_bytes: bytes, card_bytes: bytes | None = None
@@ -91,7 +85,7 @@ class PromptRegistry:
             card=card,
         )
         record = await self.store.create_version(draft, config_bytes, weights_bytes)
-        self.pool.put((task, record.version), LoadedVersion(record, prompt))
+        self.pool.put((task, record.version), Lease(record, prompt))
         self.pointers.pop(task, None)  # re-read: a racing upload may have committed a newer one
         return record
 
@@ -100,10 +94,7 @@ class PromptRegistry:
         if version is None:
             version = await self.current_version(task)
         key = (task, version)
-        loaded = self.pool.acquire(key)
-        if loaded is None:
-            loaded = await self._load(key)
-        return Lease(loaded.record, loaded.prompt)
+        return self.pool.acquire(key) or await self._load(key)
 
     def release(self, lease: Lease) -> None:
         self.pool.release(lease.key)
@@ -117,7 +108,7 @@ class PromptRegistry:
             self.pointers[task] = version
         return version
 
-    async def _load(self, key: VersionKey) -> LoadedVersion:
+    async def _load(self, key: VersionKey) -> Lease:
         """A miss: read the version from the store and build its form off the event loop, once."""
         pending = self._loading.get(key)
         if pending is None:
@@ -129,7 +120,7 @@ class PromptRegistry:
                     parse_artifact, stored.config_bytes, stored.weights_bytes, self.spec, self.max_artifact_bytes
                 )
                 prompt = await asyncio.to_thread(self.build, artifact)
-                pending.set_result(LoadedVersion(stored.record, prompt))
+                pending.set_result(Lease(stored.record, prompt))
             except BaseException as error:
                 pending.set_exception(error)
                 pending.exception()  # mark retrieved: waiters re-raise it themselves
