@@ -23,6 +23,7 @@ from bench.exactness import smollm_shaped_llama
 from prompt_store.file_store import FileStore
 from server.engine.engine import Engine, Request
 from server.engine.model import wrap_model
+from server.engine.sampling import SamplingParams
 from server.prompts.registry import PromptRegistry
 from tests.factories import make_artifact
 
@@ -46,7 +47,7 @@ async def measure(folder: Path, repeats: int) -> None:
             for timings in (first_ms, warm_ms):
                 start = time.perf_counter()
                 lease = await registry.acquire(task)
-                engine.generate([Request(request_ids, prompt=lease.prompt, max_new_tokens=1)])
+                engine.generate([Request(request_ids, prompt=lease.prompt, params=SamplingParams(max_new_tokens=1))])
                 registry.release(lease)
                 timings.append((time.perf_counter() - start) * 1e3)
         lease = await registry.acquire(f"{method}-0")

@@ -10,13 +10,14 @@ from typing import Any
 
 import pytest
 import torch
-from transformers import PreTrainedModel
+from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 from prompt_store.artifact import load_artifact_dir
 from server.engine.engine import Engine, Generation, Request
 from server.engine.model import wrap_model
+from server.engine.sampling import SamplingParams
 from server.prompts.forms import TaskPrompt
-from tests.factories import METHODS, load_peft, make_artifact, make_model
+from tests.factories import METHODS, load_peft, make_artifact, make_model, make_tokenizer
 from tests.redis_server import redis_server
 
 # Task name -> (PEFT method, virtual tokens). Two prompt-tuning tasks of different lengths.
@@ -41,9 +42,10 @@ class Zoo:
     base: PreTrainedModel
     folders: dict[str, Path]
     peft_models: dict[str, torch.nn.Module]
+    tokenizer: PreTrainedTokenizerFast | None = None
 
     def engine(self, dtype: torch.dtype = torch.float32) -> Served:
-        engine = Engine(wrap_model(copy.deepcopy(self.base).to(dtype), torch.device("cpu")))
+        engine = Engine(wrap_model(copy.deepcopy(self.base).to(dtype), torch.device("cpu")), self.tokenizer)
         prompts = {
             task: engine.build_prompt(load_artifact_dir(folder, engine.base.spec))
             for task, folder in self.folders.items()
@@ -59,7 +61,9 @@ class Served:
     prompts: dict[str, TaskPrompt]
 
     def request(self, input_ids: list[int], task: str | None = None, **options: Any) -> Request:
-        return Request(input_ids, prompt=self.prompts[task] if task else None, **options)
+        task_index = options.pop("task_index", 0)
+        prompt = self.prompts[task] if task else None
+        return Request(input_ids, prompt=prompt, task_index=task_index, params=SamplingParams(**options))
 
     def generate(self, specs: list[TaskRequest]) -> list[Generation]:
         return self.engine.generate([self.request(s.input_ids, s.task, **s.options) for s in specs])
@@ -85,16 +89,26 @@ class TaskRequest:
         return int(self.options.get("max_new_tokens", 64))
 
 
-@pytest.fixture(scope="session", params=["llama", "gpt2", "gpt_neox", "qwen2"])
-def zoo(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Zoo:
-    arch = request.param
+def build_zoo(arch: str, root: Path) -> Zoo:
     base = make_model(arch)
-    root = tmp_path_factory.mktemp(arch)
     folders = {
         task: make_artifact(base, method, n, root / task, seed=seed)
         for seed, (task, (method, n)) in enumerate(TASKS.items())
     }
     return Zoo(arch, base, folders, {task: load_peft(base, folder) for task, folder in folders.items()})
+
+
+@pytest.fixture(scope="session", params=["llama", "gpt2", "gpt_neox", "qwen2"])
+def zoo(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Zoo:
+    return build_zoo(request.param, tmp_path_factory.mktemp(request.param))
+
+
+@pytest.fixture(scope="session")
+def llama_zoo(tmp_path_factory: pytest.TempPathFactory) -> Zoo:
+    """The Llama zoo alone, with a trained byte-level tokenizer, for tests that need text."""
+    zoo = build_zoo("llama", tmp_path_factory.mktemp("llama-text"))
+    zoo.tokenizer = make_tokenizer(tmp_path_factory.mktemp("tokenizer"))
+    return zoo
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,16 @@ from peft import (
     PromptTuningConfig,
     get_peft_model,
 )
-from transformers import AutoModelForCausalLM, GPT2Config, GPTNeoXConfig, LlamaConfig, PreTrainedModel, Qwen2Config
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (
+    AutoModelForCausalLM,
+    GPT2Config,
+    GPTNeoXConfig,
+    LlamaConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+)
 
 VOCAB = 320
 
@@ -133,3 +142,30 @@ def peft_greedy(
             break
     assert first_logits is not None
     return sequence[len(input_ids) :], first_logits
+
+
+CORPUS = [
+    "The film was great, the acting superb and the story moving.",
+    "Awful plot; I left early. Never again!",
+    "Café crème, naïve façade, résumé — déjà vu.",
+    "日本語のテキストも少し。東京は大きい。",
+    "Emoji too: 🎬🍿👍 and 🤖 robots 🚀.",
+    "Sentiment: positive. Sentiment: negative. Review: fine.",
+    "numbers 0123456789 and symbols #@$%^&*()",
+]
+
+
+def make_tokenizer(folder: Path, vocab_size: int = VOCAB) -> PreTrainedTokenizerFast:
+    """A byte-level BPE trained here on a small mixed-script corpus, saved into `folder`."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<pad>", "<s>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tokenizer.train_from_iterator(CORPUS * 20, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    fast.save_pretrained(folder)
+    return fast

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from server.engine.batch import Batch
+from server.engine.runner import PrefillRow
 from tests.conftest import TASKS, TaskRequest, Zoo
 from tests.factories import VOCAB, peft_greedy
 
@@ -70,7 +71,10 @@ def test_rows_join_and_leave_between_steps(zoo: Zoo) -> None:
     requests = mixed_requests(seed=3)
     expected = [peft_answer(zoo, r)[0] for r in requests]
     runner = served.engine.runner
-    rows = served.engine.prefill_rows([served.request(r.input_ids, r.task, **r.options) for r in requests])
+    rows = [
+        PrefillRow(i, r.input_ids, served.engine.check(served.request(r.input_ids, r.task, **r.options)))
+        for i, r in enumerate(requests)
+    ]
     produced: dict[int, list[int]] = {i: [] for i in range(len(requests))}
 
     def step(batch: Batch, logits: torch.Tensor) -> torch.Tensor:

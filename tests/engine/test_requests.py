@@ -41,7 +41,8 @@ def test_generation_reports_usage_and_stops_at_eos(zoo: Zoo) -> None:
     served = zoo.engine()
     options = {"max_new_tokens": 6, "stop_at_eos": False}
     free = served.generate([TaskRequest([4, 5, 6], "prefix", options)])[0]
-    assert (free.prompt_tokens, free.virtual_tokens, len(free.token_ids)) == (3, 7, 6)
+    assert free.usage is not None
+    assert (free.usage.prompt_tokens, free.usage.virtual_tokens, free.usage.completion_tokens) == (3, 7, 6)
     # Make the third generated token the model's end-of-sequence token: generation stops there.
     eos = free.token_ids[2]
     served.engine.base = dataclasses.replace(served.engine.base, eos_token_ids=frozenset({eos}))

@@ -20,6 +20,7 @@ from prompt_store.redis_store import RedisStore
 from prompt_store.store import PromptStore
 from server.engine.engine import Engine, Request
 from server.engine.model import wrap_model
+from server.engine.sampling import SamplingParams
 from server.prompts.registry import Lease, PromptRegistry
 from tests.factories import load_peft, make_artifact, make_model, peft_greedy
 from tests.prompt_store.conftest import new_store
@@ -76,7 +77,8 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path, redis_url: str) 
 
 
 def answer(engine: Engine, lease: Lease) -> list[int]:
-    request = Request(INPUT, prompt=lease.prompt, max_new_tokens=NEW_TOKENS, stop_at_eos=False)
+    params = SamplingParams(max_new_tokens=NEW_TOKENS, stop_at_eos=False)
+    request = Request(INPUT, prompt=lease.prompt, params=params)
     return engine.generate([request])[0].token_ids
 
 

@@ -1,0 +1,96 @@
+"""The engine thread behind the server: streaming, late arrivals, cancellation, failures."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from server.engine.async_engine import AsyncEngine, EngineFailed
+from server.engine.core import EngineCore
+from server.engine.scheduler import SchedulerConfig
+from tests.conftest import Served, Zoo
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def running(llama_zoo: Zoo) -> AsyncIterator[tuple[Served, AsyncEngine]]:
+    served = llama_zoo.engine()
+    engine = AsyncEngine(EngineCore(served.engine, SchedulerConfig(max_batch_size=8)))
+    engine.start()
+    yield served, engine
+    await engine.stop()
+
+
+async def test_streamed_events_add_up_to_the_answer(running: tuple[Served, AsyncEngine]) -> None:
+    served, engine = running
+    prompt = served.engine.tokenizer("Café crème")["input_ids"]  # type: ignore[misc]
+    request = served.request(prompt, "p_tuning_lstm", max_new_tokens=10, stop_at_eos=False)
+    events = [event async for event in engine.submit(request)]
+    tokens = [e.token_id for e in events if e.token_id is not None]
+    assert len(tokens) == 10 and events[-1].finish_reason == "length"
+    assert events[-1].usage is not None and events[-1].usage.completion_tokens == 10
+    assert events[-1].usage.virtual_tokens == 4 and events[-1].usage.prompt_tokens == len(prompt)
+    expected = served.engine.generate([request])[0]
+    assert tokens == expected.token_ids
+    assert "".join(e.text for e in events) == expected.text
+
+
+async def test_a_late_request_starts_before_the_running_ones_finish(running: tuple[Served, AsyncEngine]) -> None:
+    served, engine = running
+    long_streams = [engine.submit(served.request([i + 3, 9], max_new_tokens=150, stop_at_eos=False)) for i in range(3)]
+    finished: list[str] = []
+
+    async def drain(name: str, stream) -> None:  # type: ignore[no-untyped-def]
+        async for event in stream:
+            if event.finish_reason:
+                finished.append(name)
+
+    tasks = [asyncio.create_task(drain(f"long{i}", s)) for i, s in enumerate(long_streams)]
+    while engine.core.batch is None or engine.core.logits is None:
+        await asyncio.sleep(0.005)
+    await asyncio.sleep(0.05)  # the long requests are decoding
+    short = engine.submit(served.request([7, 7, 7], "prefix", max_new_tokens=2))
+    await drain("short", short)
+    assert finished == ["short"], "the short request had to wait for the whole batch"
+    await asyncio.gather(*tasks)
+    assert sorted(finished) == ["long0", "long1", "long2", "short"]
+
+
+async def test_a_consumer_that_goes_away_frees_its_row(running: tuple[Served, AsyncEngine]) -> None:
+    served, engine = running
+    stream = engine.submit(served.request([1, 2, 3], "cpt", max_new_tokens=200, stop_at_eos=False))
+    other = engine.submit(served.request([4, 5, 6], max_new_tokens=200, stop_at_eos=False))
+    received = 0
+    async for _ in stream:
+        received += 1
+        if received == 3:
+            break  # the client disconnected
+    await asyncio.sleep(0.1)
+    assert engine.core.batch is not None and len(engine.core.batch) == 1
+    other.cancel()
+    result = await other.result()
+    assert result.finish_reason == "cancelled" and len(result.token_ids) < 200
+    await asyncio.sleep(0.05)
+    assert not engine.core.has_work and engine.streams == {}
+
+
+async def test_a_failed_step_ends_the_running_requests_and_the_engine_goes_on(
+    running: tuple[Served, AsyncEngine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    served, engine = running
+    runner = served.engine.runner
+    real_decode = runner.decode
+
+    def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
+        monkeypatch.setattr(runner, "decode", real_decode)
+        raise RuntimeError("CUDA error: an illegal memory access (simulated)")
+
+    monkeypatch.setattr(runner, "decode", broken)
+    with pytest.raises(EngineFailed) as caught:
+        await engine.submit(served.request([1, 2], max_new_tokens=5)).result()
+    assert caught.value.status_code == 503
+    after = await engine.submit(served.request([1, 2], max_new_tokens=5, stop_at_eos=False)).result()
+    assert len(after.token_ids) == 5
