@@ -88,6 +88,8 @@ return 1
 
 
 class RedisStore(PromptStore):
+    shares_events = True
+
     def __init__(self, client: redis.Redis, subscriber: redis.Redis, prefix: str = "promptswap:") -> None:
         super().__init__()
         self.client = client

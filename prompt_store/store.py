@@ -28,6 +28,8 @@ class PromptStore(ABC):
     `UnknownVersion`, an unreachable backend `StoreUnavailable`.
     """
 
+    shares_events = False  # True where every replica sees every change event (so pointers may be cached)
+
     def __init__(self) -> None:
         self._listeners: list[asyncio.Queue[ChangeEvent]] = []
 

@@ -1,17 +1,23 @@
-"""The `promptswap` command line. Only this module wires the packages together."""
+"""The `promptswap` command line. Only this module wires the packages together.
+
+`serve` and `check` load the model here; the client commands (`prompts`, `generate`,
+`classify`) live in `clients.cli` and need no torch.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
 
 from prompt_store.artifact import load_artifact_dir
 from prompt_store.errors import UserError
-from server.engine.engine import Engine
-from server.engine.model import ModelConfig, load_base_model
+from server.config import ServerConfig
+
+log = logging.getLogger("promptswap")
 
 
 def env_default(flag: str, default: str | None) -> str | None:
@@ -19,21 +25,77 @@ def env_default(flag: str, default: str | None) -> str | None:
     return os.environ.get(f"PROMPTSWAP_{flag.upper().replace('-', '_')}", default)
 
 
+def add_model_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=env_default("model", None), help="path or hub id (default: SmolLM2-135M)")
+    parser.add_argument("--device", default=env_default("device", "auto"), help="auto | cpu | cuda")
+    parser.add_argument("--dtype", default=env_default("dtype", "auto"), help="auto | float32 | bfloat16 | float16")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="promptswap", description=__doc__)
+    parser = argparse.ArgumentParser(prog="promptswap", description="Serve PEFT soft prompts from one base model.")
     commands = parser.add_subparsers(dest="command", required=True)
-    check = commands.add_parser(
-        "check", help="validate PEFT artifact directories against a model and report their runtime forms"
-    )
+
+    serve = commands.add_parser("serve", help="run the HTTP server")
+    add_model_flags(serve)
+    serve.add_argument("--store", default=env_default("store", None), help="file:///DIR or redis://HOST:PORT/DB")
+    serve.add_argument("--host", default=env_default("host", "127.0.0.1"))
+    serve.add_argument("--port", type=int, default=int(env_default("port", "8000") or 8000))
+    serve.add_argument("--admin-key", default=env_default("admin-key", None), help="required for registry writes")
+    serve.add_argument("--inference-key", default=env_default("inference-key", None), help="required for inference")
+    serve.add_argument("--max-batch-size", type=int, default=int(env_default("max-batch-size", "32") or 32))
+    serve.add_argument("--device-cache-mb", type=int, default=int(env_default("device-cache-mb", "2048") or 2048))
+    serve.add_argument("--log-level", default=env_default("log-level", "info"))
+
+    check = commands.add_parser("check", help="validate PEFT artifact directories against a model")
     check.add_argument("artifacts", nargs="+", help="directories written by PEFT's save_pretrained")
-    check.add_argument("--model", default=env_default("model", None), required=env_default("model", None) is None)
-    check.add_argument("--device", default=env_default("device", "auto"))
-    check.add_argument("--dtype", default=env_default("dtype", "auto"))
+    add_model_flags(check)
+
+    from clients.cli import add_client_commands
+
+    add_client_commands(commands)
     return parser
 
 
+def load_model(args: argparse.Namespace, with_tokenizer: bool = True):  # type: ignore[no-untyped-def]
+    """The base model (and its tokenizer), and the name clients use for it."""
+    from transformers import AutoTokenizer
+
+    from server.engine.default_model import DEFAULT_MODEL_NAME, default_model_dir
+    from server.engine.model import ModelConfig, load_base_model
+
+    folder = args.model or str(default_model_dir())
+    base = load_base_model(ModelConfig(model=folder, device=args.device, dtype=args.dtype))
+    tokenizer = AutoTokenizer.from_pretrained(folder) if with_tokenizer else None
+    return base, tokenizer, args.model or DEFAULT_MODEL_NAME
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from server.api.app import create_app
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = ServerConfig(
+        model=args.model, store=args.store, host=args.host, port=args.port, device=args.device, dtype=args.dtype,
+        admin_key=args.admin_key, inference_key=args.inference_key, max_batch_size=args.max_batch_size,
+        device_cache_bytes=args.device_cache_mb << 20,
+    )  # fmt: skip
+    base, tokenizer, name = load_model(args)
+    if config.admin_key is None:
+        log.warning(
+            "no --admin-key: anyone who can reach %s:%d may upload, roll back and delete prompts", args.host, args.port
+        )
+    log.info("serving %s on %s (%s) at http://%s:%d", name, base.device, base.dtype, args.host, args.port)
+    app = create_app(config, base, tokenizer, name)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower())
+    return 0
+
+
 def check(args: argparse.Namespace) -> int:
-    engine = Engine(load_base_model(ModelConfig(model=args.model, device=args.device, dtype=args.dtype)))
+    from server.engine.engine import Engine
+
+    base, _, _ = load_model(args, with_tokenizer=False)
+    engine = Engine(base)
     failed = 0
     for folder in args.artifacts:
         try:
@@ -57,9 +119,14 @@ def check(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        return serve(args)
     if args.command == "check":
         return check(args)
-    return 2
+    from clients.cli import run_client_command
+
+    code = run_client_command(args)
+    return 2 if code is None else code
 
 
 if __name__ == "__main__":

@@ -10,13 +10,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
 
 from prompt_store.errors import UserError
 from server.engine.core import EngineCore
 from server.engine.request import Event, Generation, Request
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class EngineFailed(UserError):
@@ -69,6 +72,7 @@ class AsyncEngine:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._jobs: deque[tuple[Callable[[], Any], asyncio.Future[Any]]] = deque()
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -89,6 +93,15 @@ class AsyncEngine:
         self._notify()
         return stream
 
+    async def run(self, job: Callable[[], T]) -> T:
+        """Run `job` (a model pass outside generation, e.g. classification) in the engine thread
+        between two steps, so model passes never compete for the device."""
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        with self._wake:
+            self._jobs.append((job, future))
+            self._wake.notify()
+        return await future
+
     def cancel(self, request_id: int) -> None:
         self.core.cancel(request_id)
         self._notify()
@@ -100,10 +113,16 @@ class AsyncEngine:
     def _run(self) -> None:
         while True:
             with self._wake:
-                while not self.core.has_work and not self._stopping:
+                while not self.core.has_work and not self._jobs and not self._stopping:
                     self._wake.wait()
                 if self._stopping:
                     return
+                jobs = list(self._jobs)
+                self._jobs.clear()
+            for job, future in jobs:
+                self._run_job(job, future)
+            if not self.core.has_work:
+                continue
             try:
                 events = self.core.step()
             except Exception:
@@ -111,6 +130,15 @@ class AsyncEngine:
                 events = self.core.abort("error")
             assert self._loop is not None
             self._loop.call_soon_threadsafe(self._deliver, events)
+
+    def _run_job(self, job: Callable[[], Any], future: asyncio.Future[Any]) -> None:
+        assert self._loop is not None
+        try:
+            result = job()
+        except BaseException as error:  # handed to the awaiting caller
+            self._loop.call_soon_threadsafe(_settle, future, None, error)
+        else:
+            self._loop.call_soon_threadsafe(_settle, future, result, None)
 
     def _deliver(self, events: list[Event]) -> None:
         for event in events:
@@ -120,3 +148,12 @@ class AsyncEngine:
             stream.queue.put_nowait(event)
             if event.finish_reason is not None:
                 del self.streams[event.request_id]
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.cancelled():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)

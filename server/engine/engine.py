@@ -55,7 +55,38 @@ class Engine:
                 results[event.request_id].add(event)
         return [results[request_id] for request_id in ids]
 
-    def check(self, request: Request) -> PrefixKV | None:
+    def score_continuations(self, requests: Sequence[Request], continuations: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Sum of log-probabilities of each continuation after each request's input: [B, C].
+
+        The inputs are prefilled once; every (row, continuation) pair then reuses that cache.
+        """
+        if not requests or not continuations or any(not c for c in continuations):
+            raise InvalidRequest("each continuation needs at least one token")
+        longest = max(len(c) for c in continuations)
+        rows = [PrefillRow(i, r.input_ids, self.check(r, extra_tokens=longest)) for i, r in enumerate(requests)]
+        batch, logits = self.runner.prefill(rows)
+        first = torch.log_softmax(logits, dim=-1)  # [B, V]
+        num_rows, num_choices = len(requests), len(continuations)
+        heads = torch.tensor([c[0] for c in continuations], device=first.device)  # [C]
+        scores = first[:, heads]  # [B, C]: the first token of each continuation
+        if longest == 1:
+            return scores
+        expanded = batch.filter([row for row in range(num_rows) for _ in range(num_choices)])
+        feed = torch.zeros(num_rows * num_choices, longest - 1, dtype=torch.long)  # [B*C, K-1]
+        targets = torch.zeros(num_rows * num_choices, longest - 1, dtype=torch.long)
+        valid = torch.zeros(num_rows * num_choices, longest - 1, dtype=torch.bool)
+        for row in range(num_rows):
+            for choice, tokens in enumerate(continuations):
+                pair = row * num_choices + choice
+                feed[pair, : len(tokens) - 1] = torch.tensor(tokens[:-1])
+                targets[pair, : len(tokens) - 1] = torch.tensor(tokens[1:])
+                valid[pair, : len(tokens) - 1] = True
+        log_probs = torch.log_softmax(self.runner.extend(expanded, feed), dim=-1)  # [B*C, K-1, V]
+        picked = log_probs.gather(-1, targets.to(log_probs.device)[..., None]).squeeze(-1)  # [B*C, K-1]
+        rest = (picked * valid.to(picked.device)).sum(dim=-1).view(num_rows, num_choices)
+        return scores + rest
+
+    def check(self, request: Request, extra_tokens: int | None = None) -> PrefixKV | None:
         """Check a request against the model and its task; return the prefix it attends to."""
         spec = self.base.spec
         params = request.params
@@ -75,10 +106,11 @@ class Engine:
                     f"task_index: expected 0..{prompt.num_tasks - 1} for this task, found {request.task_index}"
                 )
             prefix = prompt.prefixes[request.task_index]
-        needed = (prefix.num_virtual_tokens if prefix else 0) + len(request.input_ids) + params.max_new_tokens
+        new_tokens = params.max_new_tokens if extra_tokens is None else extra_tokens
+        needed = (prefix.num_virtual_tokens if prefix else 0) + len(request.input_ids) + new_tokens
         if needed > spec.max_positions:
             raise ContextTooLong(
-                f"virtual tokens + input tokens + max_new_tokens = {needed}, "
+                f"virtual tokens + input tokens + new tokens = {needed}, "
                 f"but the model takes at most {spec.max_positions} positions"
             )
         return prefix

@@ -102,3 +102,22 @@ class ModelRunner:
             next_positions=batch.next_positions + 1,
         )
         return grown, out.logits[:, -1].float()
+
+    @torch.inference_mode()
+    def extend(self, batch: Batch, token_ids: torch.Tensor) -> torch.Tensor:
+        """Feed K more tokens per row ([B, K], right-padded) after the batch; logits [B, K, V] (float32).
+
+        Used to score continuations; the batch itself is not changed. Right padding is safe: a
+        real token never attends to the pads that follow it.
+        """
+        num_new = token_ids.shape[1]
+        attention_mask = torch.nn.functional.pad(batch.attention_mask, (0, num_new), value=1)  # [B, S + K]
+        positions = batch.next_positions[:, None] + torch.arange(num_new, device=self.device)  # [B, K]
+        out = self.model(
+            input_ids=token_ids.to(self.device),
+            attention_mask=attention_mask,
+            position_ids=positions,
+            logits_to_keep=0,
+            **batch.kv.model_kwargs(),
+        )
+        return out.logits.float()

@@ -214,7 +214,8 @@ async def test_hot_swap_under_load(store: PromptStore, world: World) -> None:
     expected_tokens = {1: v1.expected, 2: v2.expected}
     for before, after, version, tokens in served:
         assert tokens == expected_tokens[version], "a request mixed versions"
-        assert version in {expected_by_phase[before], expected_by_phase[after]}
+        # A slow admission may span several changes: it gets a version in force at some moment of it.
+        assert version in {expected_by_phase[p] for p in range(before, after + 1)}
         if before == after:
             assert version == expected_by_phase[before]
     assert {before for before, after, _, _ in served if before == after} >= {0, 1, 2}

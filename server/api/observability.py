@@ -1,0 +1,82 @@
+"""GET /health, /ready and /metrics, and the HTTP metrics middleware."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterator
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from prompt_store.errors import UserError
+from server.prompts.registry import PromptRegistry
+
+router = APIRouter()
+
+
+@router.get("/health")
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/ready", response_model=None)
+async def ready(request: Request) -> dict[str, str] | JSONResponse:
+    state = request.app.state.server
+    try:
+        await state.store.ping()
+    except UserError as error:
+        return JSONResponse({"error": {"type": error.error_type, "message": error.message}}, status_code=503)
+    return {"status": "ready", "model": state.model_name}
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(request.app.state.server.metrics), media_type=CONTENT_TYPE_LATEST)
+
+
+class DeviceCacheCollector(Collector):
+    """Device-cache counters read from the pool when scraped."""
+
+    def __init__(self, registry: PromptRegistry) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        stats = self.registry.pool.stats
+        for name, value in (("hits", stats.hits), ("misses", stats.misses), ("evictions", stats.evictions)):
+            yield CounterMetricFamily(f"promptswap_device_cache_{name}", f"Device cache {name}", value=value)
+        yield GaugeMetricFamily(
+            "promptswap_device_cache_bytes", "Bytes of runtime forms", value=self.registry.pool.nbytes
+        )
+
+
+class HttpMetrics:
+    """Request counts and latencies by route and status; task labels for at most `max_tasks` tasks."""
+
+    def __init__(self, registry: CollectorRegistry, max_tasks: int) -> None:
+        self.requests = Counter("promptswap_http_requests", "HTTP requests", ["route", "status"], registry=registry)
+        self.latency = Histogram(
+            "promptswap_http_request_seconds", "HTTP request latency", ["route"], registry=registry
+        )
+        self.task_requests = Counter(
+            "promptswap_task_requests", "Inference requests by task", ["task"], registry=registry
+        )
+        self.max_tasks = max_tasks
+        self.tasks: set[str] = set()
+
+    def task_label(self, task: str) -> str:
+        if task in self.tasks or len(self.tasks) < self.max_tasks:
+            self.tasks.add(task)
+            return task
+        return "other"
+
+    async def middleware(self, request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        self.requests.labels(path, str(response.status_code)).inc()
+        self.latency.labels(path).observe(time.perf_counter() - start)
+        return response

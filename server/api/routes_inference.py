@@ -1,0 +1,96 @@
+"""POST /v1/generate and POST /v1/classify."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import torch
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+
+from prompt_store.errors import UserError
+from server.api.schemas import ClassifyBody, GenerateBody
+from server.api.service import ServerState, sampling_params, usage_json
+from server.api.streaming import DONE, merged, sse, sse_error
+from server.engine.async_engine import RequestStream
+from server.engine.engine import Request as EngineRequest
+from server.engine.request import Generation
+from server.errors import InvalidRequest
+from server.prompts.registry import Lease
+
+router = APIRouter()
+
+
+def state_of(request: Request) -> ServerState:
+    state: ServerState = request.app.state.server
+    return state
+
+
+@router.post("/v1/generate", response_model=None)
+async def generate(body: GenerateBody, request: Request) -> dict[str, Any] | StreamingResponse:
+    state = state_of(request)
+    lease, streams = await start_generation(state, body)
+    version = lease.record.version if lease else None
+    if body.stream:
+        return StreamingResponse(stream_events(streams), media_type="text/event-stream")
+    results = [Generation() for _ in streams]
+    async for index, event in merged(streams):
+        results[index].add(event)
+    outputs = [
+        {"text": r.text, "token_ids": r.token_ids, "finish_reason": r.finish_reason, "usage": usage_json(r.usage)}
+        for r in results
+    ]
+    return {"task": body.task, "version": version, "outputs": outputs}
+
+
+async def start_generation(state: ServerState, body: GenerateBody) -> tuple[Lease | None, list[RequestStream]]:
+    """Resolve, check and queue every row; any error surfaces here, before a response starts."""
+    lease = await state.acquire(body.task, body.version)
+    try:
+        card = lease.record.card if lease else None
+        params = sampling_params(body.parameters, card)
+        inputs = [state.encode(text, card) for text in state.rows(body.inputs)]
+    except BaseException:
+        state.release(lease)
+        raise
+    return lease, state.submit(lease, inputs, body.task_index, params)
+
+
+async def stream_events(streams: list[RequestStream]) -> AsyncIterator[str]:
+    try:
+        async for index, event in merged(streams):
+            if event.token_id is not None:
+                yield sse({"index": index, "text": event.text, "token_id": event.token_id})
+            if event.finish_reason is not None and event.usage is not None:
+                yield sse({"index": index, "finish_reason": event.finish_reason, "usage": usage_json(event.usage)})
+    except UserError as error:  # the engine failed mid-stream
+        yield sse_error(error)
+    yield DONE
+
+
+@router.post("/v1/classify")
+async def classify(body: ClassifyBody, request: Request) -> dict[str, Any]:
+    state = state_of(request)
+    async with state.lease(body.task, body.version) as lease:
+        card = lease.record.card if lease else None
+        labels = body.labels if body.labels is not None else (card.labels if card else None)
+        if not labels:
+            raise InvalidRequest("labels: the task card has none; pass `labels` (a list, or {label: verbalizer})")
+        if len(labels) > state.config.max_labels:
+            raise InvalidRequest(f"labels: at most {state.config.max_labels}, found {len(labels)}")
+        verbalizers = labels if isinstance(labels, dict) else {label: label for label in labels}
+        names = list(verbalizers)
+        continuations = [state.tokenizer(verbalizers[n], add_special_tokens=False)["input_ids"] for n in names]
+        empty = [n for n, ids in zip(names, continuations, strict=True) if not ids]
+        if empty:
+            raise InvalidRequest(f"labels: verbalizers of {empty} tokenize to nothing")
+        prompt = lease.prompt if lease else None
+        rows = [EngineRequest(state.encode(text, card), prompt, body.task_index) for text in state.rows(body.inputs)]
+        scores = await state.runner.run(lambda: state.engine.score_continuations(rows, continuations))
+        probabilities = torch.softmax(scores, dim=-1)  # [B, L]
+        results = []
+        for row in probabilities.tolist():
+            best = max(range(len(names)), key=row.__getitem__)
+            results.append({"label": names[best], "scores": dict(zip(names, row, strict=True))})
+        return {"task": body.task, "version": lease.record.version if lease else None, "results": results}

@@ -1,0 +1,150 @@
+"""OpenAI-compatible routes, so the official `openai` client works unchanged.
+
+`model` names a task, or the base model (its id in GET /v1/models) for no prompt. OpenAI's
+defaults apply here (temperature 1, top_p 1, 16 tokens for completions).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+
+from prompt_store.errors import UserError
+from prompt_store.records import TaskCard
+from server.api.routes_inference import state_of
+from server.api.schemas import ChatBody, CompletionBody, Parameters
+from server.api.service import ServerState, sampling_params
+from server.api.streaming import DONE, merged, sse, sse_error
+from server.engine.async_engine import RequestStream
+from server.engine.request import Generation
+from server.engine.sampling import SamplingParams
+from server.errors import InvalidRequest
+from server.prompts.registry import Lease
+
+router = APIRouter()
+
+FINISH_REASONS = {"eos": "stop", "stop": "stop", "length": "length", "cancelled": "stop"}
+CHAT_DEFAULT_MAX_TOKENS = 256
+
+
+def task_of(state: ServerState, model: str) -> str | None:
+    return None if model == state.model_name else model
+
+
+def stop_list(stop: str | list[str] | None) -> list[str] | None:
+    return [stop] if isinstance(stop, str) else stop
+
+
+async def start(
+    state: ServerState, model: str, rows: list[list[int]] | None, texts: list[str] | None, parameters: Parameters
+) -> tuple[list[RequestStream], list[int]]:
+    """Resolve `model`, tokenize (`texts` through the card's template, or `rows` as given) and queue."""
+    lease: Lease | None = await state.acquire(task_of(state, model), None)
+    try:
+        card: TaskCard | None = lease.record.card if lease else None
+        inputs = rows if rows is not None else [state.encode(text, card) for text in texts or []]
+        params = sampling_params(parameters, None, SamplingParams(temperature=1.0))
+    except BaseException:
+        state.release(lease)
+        raise
+    return state.submit(lease, inputs, 0, params), [len(ids) for ids in inputs]
+
+
+def usage(results: list[Generation], prompt_lengths: list[int]) -> dict[str, int]:
+    prompt, completion = sum(prompt_lengths), sum(len(r.token_ids) for r in results)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+@router.post("/v1/completions", response_model=None)
+async def completions(body: CompletionBody, request: Request) -> dict[str, Any] | StreamingResponse:
+    state = state_of(request)
+    texts = state.rows(body.prompt)
+    parameters = Parameters(
+        max_new_tokens=body.max_tokens, temperature=body.temperature, top_p=body.top_p,
+        seed=body.seed, stop=stop_list(body.stop),
+    )  # fmt: skip
+    streams, prompt_lengths = await start(state, body.model, None, texts, parameters)
+    head = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
+            "model": body.model}  # fmt: skip
+    if body.stream:
+        return StreamingResponse(completion_chunks(head, streams), media_type="text/event-stream")
+    results = await collect(streams)
+    choices = [
+        {"index": i, "text": r.text, "logprobs": None, "finish_reason": FINISH_REASONS.get(r.finish_reason, "stop")}
+        for i, r in enumerate(results)
+    ]
+    return {**head, "choices": choices, "usage": usage(results, prompt_lengths)}
+
+
+async def collect(streams: list[RequestStream]) -> list[Generation]:
+    results = [Generation() for _ in streams]
+    async for index, event in merged(streams):
+        results[index].add(event)
+    return results
+
+
+async def completion_chunks(head: dict[str, Any], streams: list[RequestStream]) -> AsyncIterator[str]:
+    try:
+        async for index, event in merged(streams):
+            finish = FINISH_REASONS.get(event.finish_reason or "", "stop") if event.finish_reason else None
+            if event.text or finish:
+                choice = {"index": index, "text": event.text, "logprobs": None, "finish_reason": finish}
+                yield sse({**head, "choices": [choice]})
+    except UserError as error:
+        yield sse_error(error)
+    yield DONE
+
+
+@router.post("/v1/chat/completions", response_model=None)
+async def chat_completions(body: ChatBody, request: Request) -> dict[str, Any] | StreamingResponse:
+    state = state_of(request)
+    tokenizer = state.tokenizer
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise InvalidRequest("this model's tokenizer has no chat template; use /v1/completions")
+    messages = [{"role": m.role, "content": m.text()} for m in body.messages]
+    encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    input_ids: list[int] = list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
+    parameters = Parameters(
+        max_new_tokens=body.max_completion_tokens or body.max_tokens or CHAT_DEFAULT_MAX_TOKENS,
+        temperature=body.temperature, top_p=body.top_p, seed=body.seed, stop=stop_list(body.stop),
+    )  # fmt: skip
+    streams, prompt_lengths = await start(state, body.model, [input_ids], None, parameters)
+    head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": body.model}
+    if body.stream:
+        return StreamingResponse(chat_chunks(head, streams), media_type="text/event-stream")
+    results = await collect(streams)
+    message = {"role": "assistant", "content": results[0].text}
+    choice = {"index": 0, "message": message, "finish_reason": FINISH_REASONS.get(results[0].finish_reason, "stop")}
+    return {**head, "object": "chat.completion", "choices": [choice], "usage": usage(results, prompt_lengths)}
+
+
+async def chat_chunks(head: dict[str, Any], streams: list[RequestStream]) -> AsyncIterator[str]:
+    chunk = {**head, "object": "chat.completion.chunk"}
+    yield sse(
+        {**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
+    )
+    try:
+        async for _, event in merged(streams):
+            if event.text:
+                yield sse({**chunk, "choices": [{"index": 0, "delta": {"content": event.text}, "finish_reason": None}]})
+            if event.finish_reason:
+                finish = FINISH_REASONS.get(event.finish_reason, "stop")
+                yield sse({**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
+    except UserError as error:
+        yield sse_error(error)
+    yield DONE
+
+
+@router.get("/v1/models")
+async def models(request: Request) -> dict[str, Any]:
+    state = state_of(request)
+    created = int(time.time())
+    tasks = await state.store.list_tasks()
+    entries = [{"id": state.model_name, "object": "model", "created": created, "owned_by": "promptswap"}]
+    entries += [{"id": task, "object": "model", "created": created, "owned_by": "promptswap"} for task in tasks]
+    return {"object": "list", "data": entries}

@@ -1,0 +1,87 @@
+"""The prompt registry over HTTP: upload (multipart), list, show, delete, rollback."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from starlette.datastructures import UploadFile
+
+from prompt_store.errors import ArtifactError, ArtifactTooLarge
+from server.api.auth import require_admin
+from server.api.routes_inference import state_of
+from server.api.schemas import RollbackBody
+from server.api.service import record_json
+from server.errors import InvalidRequest
+
+router = APIRouter()
+
+CONFIG_FIELD, WEIGHTS_FIELD, CARD_FIELD = "adapter_config.json", "adapter_model.safetensors", "card.json"
+
+
+async def read_part(form: Any, field: str, limit: int, required: bool) -> bytes | None:
+    part = form.get(field)
+    if part is None:
+        if required:
+            raise ArtifactError(f"{field}: missing from the upload (multipart field named {field!r})")
+        return None
+    if not isinstance(part, UploadFile):
+        return str(part).encode()
+    data: bytes = await part.read(limit + 1)
+    if len(data) > limit:
+        raise ArtifactTooLarge(f"{field} is larger than the limit of {limit} bytes")
+    return data
+
+
+@router.post("/v1/prompts/{task}", status_code=201, dependencies=[Depends(require_admin)])
+async def upload(task: str, request: Request) -> dict[str, Any]:
+    state = state_of(request)
+    if "multipart/form-data" not in request.headers.get("content-type", ""):
+        raise InvalidRequest(
+            f"upload: send multipart/form-data with the files {CONFIG_FIELD} and {WEIGHTS_FIELD} "
+            f"(and optionally {CARD_FIELD})"
+        )
+    limit = state.config.max_upload_bytes
+    async with request.form(max_files=3, max_fields=3, max_part_size=limit) as form:
+        if "adapter_model.bin" in form:
+            raise ArtifactError(
+                "adapter_model.bin is a pickle and is never read; upload adapter_model.safetensors "
+                "(PeftModel.from_pretrained(base, DIR).save_pretrained(OUT, safe_serialization=True))"
+            )
+        config = await read_part(form, CONFIG_FIELD, limit, required=True)
+        weights = await read_part(form, WEIGHTS_FIELD, limit, required=True)
+        card = await read_part(form, CARD_FIELD, limit, required=False)
+    assert config is not None and weights is not None
+    record = await state.registry.upload(task, config, weights, card)
+    return record_json(record)
+
+
+@router.get("/v1/prompts")
+async def list_prompts(request: Request) -> dict[str, Any]:
+    state = state_of(request)
+    prompts = []
+    for task, version in (await state.store.list_tasks()).items():
+        record = await state.store.get_record(task, version)
+        prompts.append({**record_json(record), "current_version": version})
+    return {"prompts": prompts}
+
+
+@router.get("/v1/prompts/{task}")
+async def show(task: str, request: Request) -> dict[str, Any]:
+    state = state_of(request)
+    current = await state.store.current_version(task)
+    versions = await state.store.list_versions(task)
+    record = next(r for r in versions if r.version == current)
+    return {**record_json(record), "current_version": current, "versions": [record_json(r) for r in versions]}
+
+
+@router.delete("/v1/prompts/{task}", status_code=204, dependencies=[Depends(require_admin)])
+async def delete(task: str, request: Request) -> Response:
+    await state_of(request).registry.delete(task)
+    return Response(status_code=204)
+
+
+@router.post("/v1/prompts/{task}/rollback", dependencies=[Depends(require_admin)])
+async def rollback(task: str, body: RollbackBody, request: Request) -> dict[str, Any]:
+    record = await state_of(request).registry.rollback(task, body.version)
+    return {**record_json(record), "current_version": record.version}

@@ -1,0 +1,148 @@
+"""What every route shares: the app state, task resolution, templating, tokenization, defaults."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from prompt_store.records import TaskCard, VersionRecord
+from prompt_store.store import PromptStore
+from server.api.observability import HttpMetrics
+from server.api.schemas import Parameters
+from server.config import ServerConfig
+from server.engine.async_engine import AsyncEngine, RequestStream
+from server.engine.engine import Engine, Request
+from server.engine.sampling import SamplingParams
+from server.errors import InvalidRequest
+from server.prompts.registry import Lease, PromptRegistry
+
+
+@dataclass
+class ServerState:
+    """Everything the routes use, built once by `create_app` and kept on `app.state.server`."""
+
+    config: ServerConfig
+    model_name: str
+    engine: Engine
+    runner: AsyncEngine
+    store: PromptStore
+    registry: PromptRegistry
+    metrics: CollectorRegistry
+    http: HttpMetrics
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.engine.tokenizer
+
+    @contextlib.asynccontextmanager
+    async def lease(self, task: str | None, version: int | None) -> AsyncIterator[Lease | None]:
+        """The task version a request runs with, pinned on the device until the block ends."""
+        lease = await self.acquire(task, version)
+        try:
+            yield lease
+        finally:
+            self.release(lease)
+
+    def encode(self, text: str, card: TaskCard | None) -> list[int]:
+        """Template (`{input}` replaced, nothing else interpreted) and tokenize as `tokenizer(text)` does."""
+        if card is not None and card.template is not None:
+            text = card.template.replace("{input}", text)
+        ids: list[int] = self.tokenizer(text)["input_ids"]
+        return ids
+
+    def rows(self, inputs: str | list[str]) -> list[str]:
+        rows = [inputs] if isinstance(inputs, str) else inputs
+        if not rows:
+            raise InvalidRequest("inputs: expected a string or a non-empty list of strings")
+        if len(rows) > self.config.max_inputs:
+            raise InvalidRequest(f"inputs: at most {self.config.max_inputs} per request, found {len(rows)}")
+        return rows
+
+    async def acquire(self, task: str | None, version: int | None) -> Lease | None:
+        self.http.task_requests.labels(self.http.task_label(task or "(base model)")).inc()
+        if task is None:
+            if version is not None:
+                raise InvalidRequest("version: a version needs a task")
+            return None
+        return await self.registry.acquire(task, version)
+
+    def release(self, lease: Lease | None) -> None:
+        if lease is not None:
+            self.registry.release(lease)
+
+    def submit(
+        self, lease: Lease | None, inputs: Sequence[list[int]], task_index: int, params: SamplingParams
+    ) -> list[RequestStream]:
+        """Queue one engine request per input. The lease is released when the last of them leaves
+        the engine, whatever happens to the HTTP connection; if one is refused, the ones already
+        queued are withdrawn (and release the lease as they leave)."""
+        prompt = lease.prompt if lease else None
+        remaining = len(inputs)
+        lock = threading.Lock()
+
+        def row_done() -> None:  # called from the engine thread
+            nonlocal remaining
+            with lock:
+                remaining -= 1
+                last = remaining == 0
+            if last:
+                self.release(lease)
+
+        streams: list[RequestStream] = []
+        try:
+            for input_ids in inputs:
+                streams.append(self.runner.submit(Request(input_ids, prompt, task_index, params, row_done)))
+        except BaseException:
+            with lock:
+                remaining -= len(inputs) - len(streams)  # rows never queued will not call back
+                last = remaining == 0
+            if last:
+                self.release(lease)
+            for stream in streams:
+                stream.cancel()
+            raise
+        return streams
+
+
+def sampling_params(
+    parameters: Parameters, card: TaskCard | None, base: SamplingParams | None = None
+) -> SamplingParams:
+    """Request values first, then the task card's defaults, then promptswap's (greedy, 64 tokens)."""
+    params = base or SamplingParams()
+    defaults = card.defaults if card is not None and card.defaults is not None else None
+    for source in (defaults, parameters):
+        if source is None:
+            continue
+        values = {k: v for k, v in source.model_dump().items() if v is not None}
+        if "stop" in values:
+            values["stop"] = tuple(values["stop"])
+        params = replace(params, **values)
+    params.check()
+    return params
+
+
+def usage_json(usage: Any) -> dict[str, int]:
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "virtual_tokens": usage.virtual_tokens,
+        "completion_tokens": usage.completion_tokens,
+    }
+
+
+def record_json(record: VersionRecord) -> dict[str, Any]:
+    return {
+        "task": record.task,
+        "version": record.version,
+        "peft_type": record.peft_type,
+        "num_virtual_tokens": record.num_virtual_tokens,
+        "num_tasks": record.num_tasks,
+        "sha256": record.sha256,
+        "created_at": record.created_at,
+        "nbytes": record.nbytes,
+        "card": record.card.model_dump(exclude_none=True) if record.card else None,
+    }

@@ -1,0 +1,53 @@
+"""Server-sent events, and merging the event streams of several rows into one."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from prompt_store.errors import UserError
+from server.engine.async_engine import RequestStream
+from server.engine.request import Event
+
+DONE = "data: [DONE]\n\n"
+
+
+def sse(payload: dict[str, Any]) -> str:
+    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+
+
+def sse_error(error: UserError) -> str:
+    return sse({"error": {"type": error.error_type, "message": error.message}})
+
+
+async def merged(streams: Sequence[RequestStream]) -> AsyncIterator[tuple[int, Event]]:
+    """(row index, event) from every stream as they arrive; all streams are cancelled if we stop early."""
+    queue: asyncio.Queue[tuple[int, Event | BaseException | None]] = asyncio.Queue()
+
+    async def pump(index: int, stream: RequestStream) -> None:
+        try:
+            async for event in stream:
+                await queue.put((index, event))
+            await queue.put((index, None))
+        except BaseException as error:
+            await queue.put((index, error))
+
+    tasks = [asyncio.create_task(pump(i, s)) for i, s in enumerate(streams)]
+    try:
+        remaining = len(streams)
+        while remaining:
+            index, item = await queue.get()
+            if item is None:
+                remaining -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield index, item
+    finally:
+        for stream in streams:
+            if not stream.finished:
+                stream.cancel()
+        for task in tasks:
+            task.cancel()
