@@ -33,8 +33,8 @@ class TrainConfig:
     """Hyperparameters; the defaults are the ones measured in the README."""
 
     out: Path
-    steps: int = 90
-    num_virtual_tokens: int = 16
+    steps: int = 60
+    num_virtual_tokens: int = 8
     lr: float = 3e-2
     batch_size: int = 8
     init: str = "text"
