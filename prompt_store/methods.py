@@ -122,6 +122,13 @@ class PrefixTuning(PromptMethod):
         return {"prompt_embeddings": (config["num_virtual_tokens"], 2 * spec.num_layers * spec.kv_dim)}
 
 
+class Cartridge(PrefixTuning):
+    """A trained KV prefix (Cartridges); stored and served exactly as prefix tuning."""
+
+    peft_type = "CARTRIDGE"
+
+
 METHODS: dict[str, PromptMethod] = {
-    method.peft_type: method() for method in (PromptTuning, PTuning, Cpt, MultitaskPromptTuning, PrefixTuning)
+    method.peft_type: method()
+    for method in (PromptTuning, PTuning, Cpt, MultitaskPromptTuning, PrefixTuning, Cartridge)
 }

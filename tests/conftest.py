@@ -28,6 +28,7 @@ TASKS: dict[str, tuple[str, int]] = {
     "p_tuning_lstm": ("p_tuning_lstm", 4),
     "prefix": ("prefix", 7),
     "prefix_projection": ("prefix_projection", 3),
+    "cartridge": ("cartridge", 5),
     "multitask": ("multitask", 5),
     "cpt": ("cpt", 8),
 }

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 from peft import (
+    CartridgeConfig,
     CPTConfig,
     MultitaskPromptTuningConfig,
     PeftConfig,
@@ -78,6 +79,7 @@ METHODS: dict[str, Callable[[int], PeftConfig]] = {
     "prefix_projection": lambda n: PrefixTuningConfig(
         task_type="CAUSAL_LM", num_virtual_tokens=n, prefix_projection=True, encoder_hidden_size=48
     ),
+    "cartridge": lambda n: CartridgeConfig(task_type="CAUSAL_LM", num_virtual_tokens=n),
     "multitask": lambda n: MultitaskPromptTuningConfig(
         task_type="CAUSAL_LM", num_virtual_tokens=n, num_tasks=3, num_ranks=2
     ),
