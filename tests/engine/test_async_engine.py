@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -13,6 +13,14 @@ from server.engine.scheduler import SchedulerConfig
 from tests.conftest import Served, Zoo
 
 pytestmark = pytest.mark.anyio
+
+
+async def until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Wait for a condition the engine thread makes true (polling; fails after `timeout`)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
+        await asyncio.sleep(0.005)
 
 
 @pytest.fixture
@@ -42,16 +50,16 @@ async def test_a_late_request_starts_before_the_running_ones_finish(running: tup
     served, engine = running
     long_streams = [engine.submit(served.request([i + 3, 9], max_new_tokens=150, stop_at_eos=False)) for i in range(3)]
     finished: list[str] = []
+    tokens: dict[str, int] = {}
 
     async def drain(name: str, stream) -> None:  # type: ignore[no-untyped-def]
         async for event in stream:
+            tokens[name] = tokens.get(name, 0) + (event.token_id is not None)
             if event.finish_reason:
                 finished.append(name)
 
     tasks = [asyncio.create_task(drain(f"long{i}", s)) for i, s in enumerate(long_streams)]
-    while engine.core.batch is None or engine.core.logits is None:
-        await asyncio.sleep(0.005)
-    await asyncio.sleep(0.05)  # the long requests are decoding
+    await until(lambda: all(tokens.get(f"long{i}", 0) >= 3 for i in range(3)))  # the long requests are decoding
     short = engine.submit(served.request([7, 7, 7], "prefix", max_new_tokens=2))
     await drain("short", short)
     assert finished == ["short"], "the short request had to wait for the whole batch"
@@ -68,13 +76,11 @@ async def test_a_consumer_that_goes_away_frees_its_row(running: tuple[Served, As
         received += 1
         if received == 3:
             break  # the client disconnected
-    await asyncio.sleep(0.1)
-    assert engine.core.batch is not None and len(engine.core.batch) == 1
+    await until(lambda: engine.core.batch is not None and len(engine.core.batch) == 1)
     other.cancel()
     result = await other.result()
     assert result.finish_reason == "cancelled" and len(result.token_ids) < 200
-    await asyncio.sleep(0.05)
-    assert not engine.core.has_work and engine.streams == {}
+    await until(lambda: not engine.core.has_work and engine.streams == {})
 
 
 async def test_a_failed_step_ends_the_running_requests_and_the_engine_goes_on(

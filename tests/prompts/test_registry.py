@@ -209,7 +209,8 @@ async def test_hot_swap_under_load(store: PromptStore, world: World) -> None:
     deleting = True
     await registry.delete("t")
     phase = 3
-    await asyncio.sleep(0.3)
+    while len(refused) < 4:  # every worker has now been refused at least once, or one of them four times
+        await asyncio.sleep(0.01)
     stop.set()
     await asyncio.gather(*workers)
 
@@ -229,8 +230,7 @@ async def test_replicas_follow_each_other_through_redis(redis_url: str, world: W
     prefix = f"replicas-{uuid.uuid4().hex}:"
     store_a, store_b = RedisStore.from_url(redis_url, prefix=prefix), RedisStore.from_url(redis_url, prefix=prefix)
     a, b = make_registry(store_a, world.engine), make_registry(store_b, world.engine)
-    watcher = asyncio.create_task(b.watch())
-    await asyncio.sleep(0.2)
+    watcher = asyncio.create_task(b.watch())  # subscribing clears B's pointers (resync), so no race with it
 
     async def b_serves(version: int | None) -> None:
         deadline = asyncio.get_running_loop().time() + 1.0
