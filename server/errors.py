@@ -13,3 +13,13 @@ class InvalidRequest(UserError):
 class ContextTooLong(UserError):
     error_type = "context_too_long"
     status_code = 413
+
+
+class Unauthorized(UserError):
+    error_type = "unauthorized"
+    status_code = 401
+
+
+class Forbidden(UserError):
+    error_type = "forbidden"
+    status_code = 403

@@ -6,17 +6,7 @@ import hmac
 
 from fastapi import Request
 
-from prompt_store.errors import UserError
-
-
-class Unauthorized(UserError):
-    error_type = "unauthorized"
-    status_code = 401
-
-
-class Forbidden(UserError):
-    error_type = "forbidden"
-    status_code = 403
+from server.errors import Forbidden, Unauthorized
 
 
 def check_key(request: Request, expected: str | None, what: str) -> None:
