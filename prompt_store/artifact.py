@@ -19,7 +19,7 @@ import numpy as np
 from prompt_store.errors import ArtifactError, ArtifactMismatch, ArtifactTooLarge, PickleRefused, UnsupportedMethod
 from prompt_store.methods import METHODS, PromptMethod
 from prompt_store.safetensors_reader import read_safetensors
-from prompt_store.spec import ModelSpec
+from prompt_store.spec import MODEL_KINDS, ModelSpec
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -73,9 +73,13 @@ def parse_artifact(
     method = METHODS.get(peft_type) if isinstance(peft_type, str) else None
     if method is None:
         raise UnsupportedMethod(f"peft_type: expected one of {sorted(METHODS)}, found {peft_type!r}")
+    if spec.kind not in method.kinds:
+        raise UnsupportedMethod(f"{method.peft_type} artifacts cannot be served on a {spec.kind} model")
     task_type = config.get("task_type")
-    if task_type not in method.task_types:
-        raise UnsupportedMethod(f"task_type: expected one of {sorted(method.task_types)}, found {task_type!r}")
+    if task_type != MODEL_KINDS[spec.kind]:
+        raise UnsupportedMethod(
+            f"task_type: expected {MODEL_KINDS[spec.kind]!r} for this {spec.kind} model, found {task_type!r}"
+        )
     method.check_config(config, spec)
 
     tensors = read_safetensors(weights_bytes)

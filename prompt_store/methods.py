@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from prompt_store.errors import ArtifactError, ArtifactMismatch
-from prompt_store.spec import ModelSpec
+from prompt_store.spec import MODEL_KINDS, ModelSpec
 
 MAX_VIRTUAL_TOKENS = 4096
 MAX_SUB_TASKS = 4096
@@ -33,7 +33,7 @@ class PromptMethod:
     """A prompt-learning method: config checks and the tensors its file must hold."""
 
     peft_type: ClassVar[str]
-    task_types: ClassVar[frozenset[str]] = frozenset({"CAUSAL_LM"})
+    kinds: ClassVar[frozenset[str]] = frozenset(MODEL_KINDS)  # the model kinds it can be served on
     is_prefix: ClassVar[bool] = False  # the file holds per-layer keys/values, not embeddings
 
     def check_config(self, config: dict[str, Any], spec: ModelSpec) -> None:
@@ -68,6 +68,7 @@ class Cpt(PromptMethod):
     """Context examples' embeddings plus projected deltas, baked in at save time."""
 
     peft_type = "CPT"
+    kinds = frozenset({"causal"})  # PEFT trains CPT for causal language models only
 
     def check_dims(self, config: dict[str, Any], spec: ModelSpec) -> None:
         super().check_dims(config, spec)
@@ -126,6 +127,7 @@ class Cartridge(PrefixTuning):
     """A trained KV prefix (Cartridges); stored and served exactly as prefix tuning."""
 
     peft_type = "CARTRIDGE"
+    kinds = frozenset({"causal"})
 
 
 METHODS: dict[str, PromptMethod] = {

@@ -7,6 +7,9 @@ import hashlib
 import json
 from dataclasses import dataclass
 
+# What a served model is, and the PEFT `task_type` its artifacts must have been trained for.
+MODEL_KINDS = {"causal": "CAUSAL_LM", "seq2seq": "SEQ_2_SEQ_LM", "encoder": "SEQ_CLS"}
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -20,7 +23,11 @@ class ModelSpec:
     head_dim: int
     vocab_size: int
     max_positions: int
-    is_encoder_decoder: bool = False
+    kind: str = "causal"  # one of MODEL_KINDS
+
+    @property
+    def is_encoder_decoder(self) -> bool:
+        return self.kind == "seq2seq"
 
     @property
     def kv_dim(self) -> int:

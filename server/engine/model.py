@@ -5,11 +5,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from transformers import AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    PretrainedConfig,
+    PreTrainedModel,
+)
 
 from prompt_store.spec import ModelSpec
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+# Bidirectional encoders served as classifiers: the bare encoder with its pooler; each task brings its head.
+ENCODER_MODEL_TYPES = frozenset({"bert"})
+AUTO_CLASSES = {"causal": AutoModelForCausalLM, "seq2seq": AutoModelForSeq2SeqLM, "encoder": AutoModel}
 
 
 @dataclass(frozen=True)
@@ -47,12 +58,22 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return DTYPES[name]
 
 
+def model_kind(config: PretrainedConfig) -> str:
+    """causal (any `AutoModelForCausalLM`), seq2seq (T5 family) or encoder (BERT-style classifiers)."""
+    if getattr(config, "is_encoder_decoder", False):
+        return "seq2seq"
+    if config.model_type in ENCODER_MODEL_TYPES:
+        return "encoder"
+    return "causal"
+
+
 def load_base_model(config: ModelConfig) -> BaseModel:
-    """Load any `AutoModelForCausalLM`, frozen and in eval mode."""
+    """Load the model with the auto class of its kind, frozen and in eval mode."""
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
     extra = {"gguf_file": config.gguf_file} if config.gguf_file else {}
-    model = AutoModelForCausalLM.from_pretrained(config.model, dtype=dtype, **extra)
+    kind = model_kind(AutoConfig.from_pretrained(config.model, **extra))
+    model = AUTO_CLASSES[kind].from_pretrained(config.model, dtype=dtype, **extra)
     return wrap_model(model, device)
 
 
@@ -84,7 +105,7 @@ def model_spec(config: PretrainedConfig) -> ModelSpec:
         head_dim=head_dim,
         vocab_size=text.vocab_size,
         max_positions=getattr(text, "max_position_embeddings", None) or 2048,
-        is_encoder_decoder=bool(getattr(config, "is_encoder_decoder", False)),
+        kind=model_kind(config),
     )
 
 
