@@ -16,8 +16,16 @@ from typing import Any
 
 import numpy as np
 
-from prompt_store.errors import ArtifactError, ArtifactMismatch, ArtifactTooLarge, PickleRefused, UnsupportedMethod
+from prompt_store.errors import (
+    ArtifactError,
+    ArtifactMismatch,
+    ArtifactTooLarge,
+    InvalidCard,
+    PickleRefused,
+    UnsupportedMethod,
+)
 from prompt_store.methods import METHODS, PromptMethod
+from prompt_store.records import TaskCard
 from prompt_store.safetensors_reader import read_safetensors
 from prompt_store.spec import MODEL_KINDS, ModelSpec
 
@@ -96,11 +104,27 @@ def parse_artifact(
         peft_type=method.peft_type,
         config=config,
         tensors=tensors,
-        num_virtual_tokens=config["num_virtual_tokens"],
+        num_virtual_tokens=method.num_virtual_tokens(config),
         num_tasks=method.num_tasks(config),
         sha256=hashlib.sha256(weights_bytes).hexdigest(),
         nbytes=len(config_bytes) + len(weights_bytes),
     )
+
+
+def check_card(card: TaskCard, artifact: Artifact, spec: ModelSpec) -> None:
+    """A card must fit its artifact: a template may place {prompt} only where embeddings can go."""
+    if not card.places_prompt:
+        return
+    if artifact.method.is_prefix or artifact.peft_type == "ADAPTION_PROMPT":
+        raise InvalidCard(
+            f"card.json: the template places {{prompt}}, but {artifact.peft_type} stores no virtual-token "
+            "embeddings to place; remove {prompt} (its virtual tokens always come first)"
+        )
+    if spec.kind != "causal":
+        raise InvalidCard(
+            f"card.json: placing {{prompt}} inside the template is served on causal models only, "
+            f"and this is a {spec.kind} model"
+        )
 
 
 def _parse_config(data: bytes) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from prompt_store.errors import ArtifactError, ArtifactMismatch
+from prompt_store.errors import ArtifactError, ArtifactMismatch, UnsupportedMethod
 from prompt_store.spec import MODEL_KINDS, ModelSpec
 
 MAX_VIRTUAL_TOKENS = 4096
@@ -52,6 +52,16 @@ class PromptMethod:
 
     def num_tasks(self, config: dict[str, Any]) -> int:
         return 1
+
+    def num_virtual_tokens(self, config: dict[str, Any]) -> int:
+        return int(config["num_virtual_tokens"])
+
+    def runtime_form(self, kind: str, places_prompt: bool) -> str:
+        """The device form it is served from (DESIGN.md §2): a prefix of keys/values computed once where
+        the virtual tokens come first in a causal model, else the embeddings themselves."""
+        if self.is_prefix or (kind == "causal" and not places_prompt):
+            return "prefix_kv"
+        return "embeddings"
 
 
 class PromptTuning(PromptMethod):
@@ -130,7 +140,47 @@ class Cartridge(PrefixTuning):
     kinds = frozenset({"causal"})
 
 
+class AdaptionPrompt(PromptMethod):
+    """LLaMA-Adapter: A trained prompt tokens and a scalar gate in each of the top `adapter_layers` layers."""
+
+    peft_type = "ADAPTION_PROMPT"
+    kinds = frozenset({"causal"})
+    # Where PEFT's saved names put each adapted attention module, per model type it supports.
+    LAYER_PATHS: ClassVar[dict[str, str]] = {
+        "llama": "base_model.model.model.layers.{}.self_attn",
+        "mistral": "base_model.model.model.layers.{}.self_attn",
+        "gpt2": "base_model.model.transformer.h.{}.attn",
+    }
+
+    def check_config(self, config: dict[str, Any], spec: ModelSpec) -> None:
+        if spec.model_type not in self.LAYER_PATHS:
+            raise UnsupportedMethod(
+                f"ADAPTION_PROMPT: PEFT supports it for {sorted(self.LAYER_PATHS)} models; "
+                f"the served model is {spec.model_type!r}"
+            )
+        require_int(config, "adapter_len", 1, MAX_VIRTUAL_TOKENS)
+        require_int(config, "adapter_layers", 1, spec.num_layers)
+
+    def adapted_layers(self, config: dict[str, Any], spec: ModelSpec) -> range:
+        """PEFT adapts the top `adapter_layers` layers."""
+        return range(spec.num_layers - config["adapter_layers"], spec.num_layers)
+
+    def expected_shapes(self, config: dict[str, Any], spec: ModelSpec) -> dict[str, tuple[int, ...]]:
+        shapes: dict[str, tuple[int, ...]] = {}
+        for layer in self.adapted_layers(config, spec):
+            path = self.LAYER_PATHS[spec.model_type].format(layer)
+            shapes[f"{path}.adaption_prompt"] = (1, config["adapter_len"], spec.hidden_size)
+            shapes[f"{path}.adaption_gate"] = (1,)
+        return shapes
+
+    def num_virtual_tokens(self, config: dict[str, Any]) -> int:
+        return int(config["adapter_len"])
+
+    def runtime_form(self, kind: str, places_prompt: bool) -> str:
+        return "adaption_prompt"
+
+
 METHODS: dict[str, PromptMethod] = {
     method.peft_type: method()
-    for method in (PromptTuning, PTuning, Cpt, MultitaskPromptTuning, PrefixTuning, Cartridge)
+    for method in (PromptTuning, PTuning, Cpt, MultitaskPromptTuning, PrefixTuning, Cartridge, AdaptionPrompt)
 }

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from prompt_store.errors import InvalidCard, InvalidTaskName
 
+PROMPT_PLACEHOLDER = "{prompt}"  # where a template puts the task's virtual tokens (default: before everything)
 TASK_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
 MAX_CARD_BYTES = 64 << 10
 
@@ -48,7 +49,14 @@ class TaskCard(BaseModel):
     def _has_input(cls, template: str | None) -> str | None:
         if template is not None and "{input}" not in template:
             raise ValueError("template must contain {input}")
+        if template is not None and template.count(PROMPT_PLACEHOLDER) > 1:
+            raise ValueError("template may place {prompt} once")
         return template
+
+    @property
+    def places_prompt(self) -> bool:
+        """The template puts the virtual tokens among the text instead of before it."""
+        return self.template is not None and PROMPT_PLACEHOLDER in self.template
 
 
 def parse_card(data: bytes) -> TaskCard:

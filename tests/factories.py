@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 from peft import (
+    AdaptionPromptConfig,
     CartridgeConfig,
     CPTConfig,
     MultitaskPromptTuningConfig,
@@ -24,6 +25,7 @@ from transformers import (
     GPT2Config,
     GPTNeoXConfig,
     LlamaConfig,
+    MistralConfig,
     PreTrainedModel,
     PreTrainedTokenizerFast,
     Qwen2Config,
@@ -54,6 +56,16 @@ ARCHITECTURES: dict[str, Callable[[], object]] = {
         num_hidden_layers=3,
         num_attention_heads=4,
         rotary_pct=0.25,
+        max_position_embeddings=256,
+    ),
+    # Mistral with GQA (only the LLaMA-Adapter tests use it: PEFT adapts llama, mistral and gpt2).
+    "mistral": lambda: MistralConfig(
+        vocab_size=VOCAB,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
         max_position_embeddings=256,
     ),
     # Qwen2 with GQA and an explicit head_dim wider than hidden / heads.
@@ -92,6 +104,13 @@ METHODS: dict[str, Callable[[int], PeftConfig]] = {
 }
 
 
+# LLaMA-Adapter: n adapter tokens in the top two layers, or in every layer of the 3-layer models.
+ADAPTER_METHODS: dict[str, Callable[[int], PeftConfig]] = {
+    "adaption_top2": lambda n: AdaptionPromptConfig(task_type="CAUSAL_LM", adapter_len=n, adapter_layers=2),
+    "adaption_all": lambda n: AdaptionPromptConfig(task_type="CAUSAL_LM", adapter_len=n, adapter_layers=3),
+}
+
+
 def make_model(arch: str, seed: int = 0) -> PreTrainedModel:
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(ARCHITECTURES[arch]())
@@ -100,10 +119,15 @@ def make_model(arch: str, seed: int = 0) -> PreTrainedModel:
 
 def make_artifact(base: PreTrainedModel, method: str, num_virtual_tokens: int, folder: Path, seed: int) -> Path:
     """Train nothing, but give every prompt parameter non-trivial random values, then save as PEFT does."""
-    peft_model = get_peft_model(copy.deepcopy(base), METHODS[method](num_virtual_tokens))
+    config = {**METHODS, **ADAPTER_METHODS}[method](num_virtual_tokens)
+    peft_model = get_peft_model(copy.deepcopy(base), config)
     generator = torch.Generator().manual_seed(seed)
+    if method in ADAPTER_METHODS:  # the prompts and the gates (zero-initialised, which would hide the adapter)
+        trained = [p for name, p in peft_model.named_parameters() if ".adaption_" in name]
+    else:
+        trained = list(peft_model.prompt_encoder.parameters())
     with torch.no_grad():
-        for parameter in peft_model.prompt_encoder.parameters():
+        for parameter in trained:
             noise = torch.randn(parameter.shape, generator=generator, dtype=torch.float32)
             parameter.copy_(noise.to(parameter.dtype) * 0.7)
     peft_model.save_pretrained(folder)

@@ -86,7 +86,8 @@ async def classify(body: ClassifyBody, request: Request) -> dict[str, Any]:
         if empty:
             raise InvalidRequest(f"labels: verbalizers of {empty} tokenize to nothing")
         prompt = lease.prompt if lease else None
-        rows = [EngineRequest(state.encode(text, card), prompt, body.task_index) for text in state.rows(body.inputs)]
+        encoded = [state.encode(text, card) for text in state.rows(body.inputs)]
+        rows = [EngineRequest(e.input_ids, prompt, body.task_index, prompt_at=e.prompt_at) for e in encoded]
         scores = await state.runner.run(lambda: state.engine.score_continuations(rows, continuations))
         probabilities = torch.softmax(scores, dim=-1)  # [B, L]
         results = []

@@ -18,7 +18,7 @@ from prompt_store.errors import UserError
 from prompt_store.records import TaskCard
 from server.api.routes_inference import state_of
 from server.api.schemas import ChatBody, CompletionBody, Parameters
-from server.api.service import ServerState, sampling_params
+from server.api.service import Encoded, ServerState, sampling_params
 from server.api.streaming import DONE, merged, sse, sse_error
 from server.engine.async_engine import RequestStream
 from server.engine.request import Generation
@@ -47,12 +47,15 @@ async def start(
     lease: Lease | None = await state.acquire(task_of(state, model), None)
     try:
         card: TaskCard | None = lease.record.card if lease else None
-        inputs = rows if rows is not None else [state.encode(text, card) for text in texts or []]
+        if rows is not None:
+            inputs = [Encoded(ids) for ids in rows]
+        else:
+            inputs = [state.encode(text, card) for text in texts or []]
         params = sampling_params(parameters, None, SamplingParams(temperature=1.0))
     except BaseException:
         state.release(lease)
         raise
-    return state.submit(lease, inputs, 0, params), [len(ids) for ids in inputs]
+    return state.submit(lease, inputs, 0, params), [len(row.input_ids) for row in inputs]
 
 
 def usage(results: list[Generation], prompt_lengths: list[int]) -> dict[str, int]:

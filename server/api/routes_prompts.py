@@ -53,7 +53,7 @@ async def upload(task: str, request: Request) -> dict[str, Any]:
         card = await read_part(form, CARD_FIELD, limit, required=False)
     assert config is not None and weights is not None
     record = await state.registry.upload(task, config, weights, card)
-    return record_json(record)
+    return record_json(record, state.registry.spec)
 
 
 @router.get("/v1/prompts")
@@ -62,7 +62,7 @@ async def list_prompts(request: Request) -> dict[str, Any]:
     prompts = []
     for task, version in (await state.store.list_tasks()).items():
         record = await state.store.get_record(task, version)
-        prompts.append({**record_json(record), "current_version": version})
+        prompts.append({**record_json(record, state.registry.spec), "current_version": version})
     return {"prompts": prompts}
 
 
@@ -72,7 +72,12 @@ async def show(task: str, request: Request) -> dict[str, Any]:
     current = await state.store.current_version(task)
     versions = await state.store.list_versions(task)
     record = next(r for r in versions if r.version == current)
-    return {**record_json(record), "current_version": current, "versions": [record_json(r) for r in versions]}
+    spec = state.registry.spec
+    return {
+        **record_json(record, spec),
+        "current_version": current,
+        "versions": [record_json(r, spec) for r in versions],
+    }
 
 
 @router.delete("/v1/prompts/{task}", status_code=204, dependencies=[Depends(require_admin)])
@@ -83,5 +88,6 @@ async def delete(task: str, request: Request) -> Response:
 
 @router.post("/v1/prompts/{task}/rollback", dependencies=[Depends(require_admin)])
 async def rollback(task: str, body: RollbackBody, request: Request) -> dict[str, Any]:
-    record = await state_of(request).registry.rollback(task, body.version)
-    return {**record_json(record), "current_version": record.version}
+    registry = state_of(request).registry
+    record = await registry.rollback(task, body.version)
+    return {**record_json(record, registry.spec), "current_version": record.version}

@@ -10,7 +10,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from prompt_store.records import TaskCard, VersionRecord
+from prompt_store.methods import METHODS
+from prompt_store.records import PROMPT_PLACEHOLDER, TaskCard, VersionRecord
+from prompt_store.spec import ModelSpec
 from prompt_store.store import PromptStore
 from server.api.observability import HttpMetrics
 from server.api.schemas import Parameters
@@ -20,6 +22,14 @@ from server.engine.engine import Engine, Request
 from server.engine.sampling import SamplingParams
 from server.errors import InvalidRequest
 from server.prompts.registry import Lease, PromptRegistry
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One input row, tokenized."""
+
+    input_ids: list[int]
+    prompt_at: int | None = None  # the card's template puts the virtual tokens after this many tokens
 
 
 @dataclass
@@ -48,12 +58,17 @@ class ServerState:
         finally:
             self.release(lease)
 
-    def encode(self, text: str, card: TaskCard | None) -> list[int]:
-        """Template (`{input}` replaced, nothing else interpreted) and tokenize as `tokenizer(text)` does."""
-        if card is not None and card.template is not None:
-            text = card.template.replace("{input}", text)
-        ids: list[int] = self.tokenizer(text)["input_ids"]
-        return ids
+    def encode(self, text: str, card: TaskCard | None) -> Encoded:
+        """Template and tokenize as `tokenizer(text)` does. Only `{input}` and `{prompt}` are interpreted:
+        the text before `{prompt}` is tokenized as a whole input, the text after it continues without
+        special tokens, and the task's virtual tokens go between the two."""
+        template = card.template if card is not None and card.template is not None else "{input}"
+        before, placeholder, after = template.partition(PROMPT_PLACEHOLDER)
+        head: list[int] = self.tokenizer(before.replace("{input}", text))["input_ids"]
+        if not placeholder:
+            return Encoded(head)
+        tail: list[int] = self.tokenizer(after.replace("{input}", text), add_special_tokens=False)["input_ids"]
+        return Encoded(head + tail, prompt_at=len(head))
 
     def rows(self, inputs: str | list[str]) -> list[str]:
         rows = [inputs] if isinstance(inputs, str) else inputs
@@ -76,7 +91,7 @@ class ServerState:
             self.registry.release(lease)
 
     def submit(
-        self, lease: Lease | None, inputs: Sequence[list[int]], task_index: int, params: SamplingParams
+        self, lease: Lease | None, inputs: Sequence[Encoded], task_index: int, params: SamplingParams
     ) -> list[RequestStream]:
         """Queue one engine request per input. The lease is released when the last of them leaves
         the engine, whatever happens to the HTTP connection; if one is refused, the ones already
@@ -95,8 +110,9 @@ class ServerState:
 
         streams: list[RequestStream] = []
         try:
-            for input_ids in inputs:
-                streams.append(self.runner.submit(Request(input_ids, prompt, task_index, params, row_done)))
+            for row in inputs:
+                request = Request(row.input_ids, prompt, task_index, params, row_done, prompt_at=row.prompt_at)
+                streams.append(self.runner.submit(request))
         except BaseException:
             with lock:
                 remaining -= len(inputs) - len(streams)  # rows never queued will not call back
@@ -134,7 +150,9 @@ def usage_json(usage: Any) -> dict[str, int]:
     }
 
 
-def record_json(record: VersionRecord) -> dict[str, Any]:
+def record_json(record: VersionRecord, spec: ModelSpec) -> dict[str, Any]:
+    """A task version as the prompt routes show it, with how the served model runs it."""
+    places_prompt = record.card is not None and record.card.places_prompt
     return {
         "task": record.task,
         "version": record.version,
@@ -145,4 +163,7 @@ def record_json(record: VersionRecord) -> dict[str, Any]:
         "created_at": record.created_at,
         "nbytes": record.nbytes,
         "card": record.card.model_dump(exclude_none=True) if record.card else None,
+        "family": spec.model_type,
+        "model_kind": spec.kind,
+        "runtime_form": METHODS[record.peft_type].runtime_form(spec.kind, places_prompt),
     }

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from server.engine.kv_cache import KVState
+from server.prompts.forms import AdaptionPrompt
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,7 @@ class Batch:
     kv: KVState  # per layer [B, H_kv, S, hd]
     attention_mask: torch.Tensor  # [B, S] int64, 1 = real position
     next_positions: torch.Tensor  # [B] int64, position id of each row's next token
+    adapters: tuple[AdaptionPrompt | None, ...]  # [B] each row's LLaMA-Adapter, if its task has one
 
     def __len__(self) -> int:
         return len(self.request_ids)
@@ -36,6 +38,7 @@ class Batch:
             kv=self.kv.select(rows, start),
             attention_mask=mask[:, start:],
             next_positions=self.next_positions[rows],
+            adapters=tuple(self.adapters[i] for i in keep),
         )
 
     @staticmethod
@@ -48,4 +51,5 @@ class Batch:
             kv=KVState.concatenate([batch.kv for batch in batches]),
             attention_mask=torch.cat(masks),
             next_positions=torch.cat([batch.next_positions for batch in batches]),
+            adapters=tuple(adapter for batch in batches for adapter in batch.adapters),
         )

@@ -21,10 +21,9 @@ from server.engine.batch import Batch
 from server.engine.detokenizer import TextStream
 from server.engine.metrics import EngineMetrics
 from server.engine.request import Event, Request, Usage
-from server.engine.runner import PrefillRow
+from server.engine.runner import PrefillRow, RowPrompt
 from server.engine.sampling import RowSampler, sample
 from server.engine.scheduler import Scheduler, SchedulerConfig, Ticket
-from server.prompts.forms import PrefixKV
 
 if TYPE_CHECKING:  # the engine owns a core per run; the core only calls back into it
     from server.engine.engine import Engine
@@ -34,7 +33,7 @@ if TYPE_CHECKING:  # the engine owns a core per run; the core only calls back in
 class Sequence:
     id: int
     request: Request
-    prefix: PrefixKV | None
+    prompt: RowPrompt
     sampler: RowSampler
     text: TextStream | None
     token_ids: list[int] = field(default_factory=list)
@@ -42,8 +41,7 @@ class Sequence:
 
     @property
     def usage(self) -> Usage:
-        virtual = self.prefix.num_virtual_tokens if self.prefix else 0
-        return Usage(len(self.request.input_ids), virtual, len(self.token_ids))
+        return Usage(len(self.request.input_ids), self.prompt.num_virtual_tokens, len(self.token_ids))
 
     def append(self, token_id: int, eos_token_ids: frozenset[int]) -> tuple[str, str | None]:
         """Add a generated token; return its new text and the finish reason, if this ends it."""
@@ -79,12 +77,12 @@ class EngineCore:
 
     def add(self, request: Request) -> int:
         """Check and queue a request; raises a typed error (bad request, too long, queue full)."""
-        prefix = self.engine.check(request)
+        prompt = self.engine.check(request)
         tokenizer = self.engine.tokenizer
         text = TextStream(tokenizer, request.input_ids, request.params.stop) if tokenizer else None
-        virtual = prefix.num_virtual_tokens if prefix else 0
+        virtual = prompt.num_virtual_tokens
         with self._lock:
-            sequence = Sequence(next(self._ids), request, prefix, RowSampler(request.params), text)
+            sequence = Sequence(next(self._ids), request, prompt, RowSampler(request.params), text)
             ticket = Ticket(
                 sequence.id,
                 prefill_tokens=len(request.input_ids),
@@ -148,7 +146,7 @@ class EngineCore:
             return
         rows = [self.sequences[ticket.id] for ticket in admitted]
         start = time.perf_counter()
-        batch, logits = self.engine.runner.prefill([PrefillRow(s.id, s.request.input_ids, s.prefix) for s in rows])
+        batch, logits = self.engine.runner.prefill([PrefillRow(s.id, s.request.input_ids, s.prompt) for s in rows])
         self.metrics.prefill_seconds.observe(time.perf_counter() - start)
         self.metrics.prefill_tokens.inc(sum(ticket.prefill_tokens for ticket in admitted))
         if self.batch is None or self.logits is None:

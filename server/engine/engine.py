@@ -15,11 +15,11 @@ from server.engine.core import EngineCore
 from server.engine.detokenizer import Tokenizer
 from server.engine.model import BaseModel
 from server.engine.request import Generation, Request
-from server.engine.runner import ModelRunner, PrefillRow
+from server.engine.runner import NO_PROMPT, ModelRunner, PrefillRow, RowPrompt
 from server.engine.scheduler import SchedulerConfig
 from server.errors import ContextTooLong, InvalidRequest
 from server.prompts.build import build_task_prompt
-from server.prompts.forms import PrefixKV, TaskPrompt
+from server.prompts.forms import TaskPrompt
 
 __all__ = ["Engine", "Generation", "Request"]
 
@@ -34,7 +34,10 @@ class Engine:
 
     def build_prompt(self, artifact: Artifact) -> TaskPrompt:
         """Every runtime form of a validated artifact, computed once, on the model's device."""
-        return build_task_prompt(artifact, self.base.spec, self.runner.encode_prompt, self.base.device, self.base.dtype)
+        base, runner = self.base, self.runner
+        return build_task_prompt(
+            artifact, base.spec, runner.encode_prompt, base.device, base.dtype, project=runner.project_adapter
+        )
 
     def next_token_logits(self, requests: Sequence[Request]) -> torch.Tensor:
         """Logits [B, V] (float32) for the token after each request's input, in one forward pass."""
@@ -86,8 +89,8 @@ class Engine:
         rest = (picked * valid.to(picked.device)).sum(dim=-1).view(num_rows, num_choices)
         return scores + rest
 
-    def check(self, request: Request, extra_tokens: int | None = None) -> PrefixKV | None:
-        """Check a request against the model and its task; return the prefix it attends to."""
+    def check(self, request: Request, extra_tokens: int | None = None) -> RowPrompt:
+        """Check a request against the model and its task; return what its task adds to the row."""
         spec = self.base.spec
         params = request.params
         params.check()
@@ -98,19 +101,34 @@ class Engine:
         bad = [t for t in request.input_ids if not 0 <= t < spec.vocab_size]
         if bad:
             raise InvalidRequest(f"input_ids: expected ids in [0, {spec.vocab_size}), found {bad[:5]}")
-        prefix = None
-        if request.prompt is not None:
-            prompt = request.prompt
-            if not 0 <= request.task_index < prompt.num_tasks:
-                raise InvalidRequest(
-                    f"task_index: expected 0..{prompt.num_tasks - 1} for this task, found {request.task_index}"
-                )
-            prefix = prompt.prefixes[request.task_index]
+        row = self.row_prompt(request)
         new_tokens = params.max_new_tokens if extra_tokens is None else extra_tokens
-        needed = (prefix.num_virtual_tokens if prefix else 0) + len(request.input_ids) + new_tokens
+        needed = row.num_virtual_tokens + len(request.input_ids) + new_tokens
         if needed > spec.max_positions:
             raise ContextTooLong(
                 f"virtual tokens + input tokens + new tokens = {needed}, "
                 f"but the model takes at most {spec.max_positions} positions"
             )
-        return prefix
+        return row
+
+    def row_prompt(self, request: Request) -> RowPrompt:
+        """The form of the request's task that its row uses: a prefix, inline embeddings or an adapter."""
+        prompt, index = request.prompt, request.task_index
+        if prompt is None:
+            if request.prompt_at is not None:
+                raise InvalidRequest("prompt_at: virtual tokens need a task")
+            return NO_PROMPT
+        if not 0 <= index < prompt.num_tasks:
+            raise InvalidRequest(f"task_index: expected 0..{prompt.num_tasks - 1} for this task, found {index}")
+        if prompt.adapter is not None:
+            return RowPrompt(adapter=prompt.adapter)
+        if request.prompt_at is None:
+            return RowPrompt(prefix=prompt.prefixes[index])
+        if prompt.embeddings is None:
+            raise InvalidRequest(
+                f"{prompt.peft_type} stores keys and values, not embeddings: its virtual tokens can only "
+                "come before the input, so the template cannot place {prompt}"
+            )
+        if not 0 <= request.prompt_at <= len(request.input_ids):
+            raise InvalidRequest(f"prompt_at: expected 0..{len(request.input_ids)}, found {request.prompt_at}")
+        return RowPrompt(inline=prompt.embeddings[index].embeddings, inline_at=request.prompt_at)

@@ -16,6 +16,7 @@ class Request:
     task_index: int = 0  # sub-task of a multitask prompt-tuning artifact
     params: SamplingParams = field(default_factory=SamplingParams)
     on_done: Callable[[], None] | None = field(default=None, compare=False)  # called once it leaves the engine
+    prompt_at: int | None = None  # put the virtual tokens after this many input tokens; None: before the input
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,14 @@ from collections.abc import Callable
 
 import torch
 
+from prompt_store import methods
 from prompt_store.artifact import Artifact
 from prompt_store.spec import ModelSpec
-from server.prompts.forms import PrefixKV, PromptEmbeddings, TaskPrompt
+from server.prompts.forms import AdaptionPrompt, PrefixKV, PromptEmbeddings, TaskPrompt
 
 EncodePrompt = Callable[[torch.Tensor], PrefixKV]  # [N, D] embeddings -> prefix KV
+# (layer, adapter tokens [A, D]) -> that layer's adapter keys and values, each [H_kv, A, hd]
+ProjectAdapter = Callable[[int, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
 def virtual_embeddings(artifact: Artifact) -> list[torch.Tensor]:
@@ -42,10 +45,37 @@ def stored_prefix(artifact: Artifact, spec: ModelSpec, device: torch.device, dty
     return PrefixKV(keys=keys, values=values)
 
 
+def adaption_prompt(
+    artifact: Artifact, spec: ModelSpec, project: ProjectAdapter, device: torch.device, dtype: torch.dtype
+) -> AdaptionPrompt:
+    """LLaMA-Adapter's per-layer keys, values and gates, projected once by each adapted layer."""
+    method = artifact.method
+    assert isinstance(method, methods.AdaptionPrompt)
+    layers = tuple(method.adapted_layers(artifact.config, spec))
+    keys, values, gates = [], [], []
+    for layer in layers:
+        path = method.LAYER_PATHS[spec.model_type].format(layer)
+        prompt = torch.from_numpy(artifact.tensors[f"{path}.adaption_prompt"][0].copy())  # [A, D]
+        key, value = project(layer, prompt.to(device=device, dtype=dtype))
+        keys.append(key.contiguous())
+        values.append(value.contiguous())
+        gates.append(torch.from_numpy(artifact.tensors[f"{path}.adaption_gate"].copy()).to(device=device, dtype=dtype))
+    return AdaptionPrompt(layers, tuple(keys), tuple(values), tuple(gates))
+
+
 def build_task_prompt(
-    artifact: Artifact, spec: ModelSpec, encode: EncodePrompt, device: torch.device, dtype: torch.dtype
+    artifact: Artifact,
+    spec: ModelSpec,
+    encode: EncodePrompt,
+    device: torch.device,
+    dtype: torch.dtype,
+    project: ProjectAdapter | None = None,
 ) -> TaskPrompt:
     """Every runtime form of `artifact`, on `device` in the model's `dtype`."""
+    if artifact.peft_type == "ADAPTION_PROMPT":
+        assert project is not None, "the engine projects adapters for every model family PEFT adapts"
+        adapter = adaption_prompt(artifact, spec, project, device, dtype)
+        return TaskPrompt(artifact.peft_type, artifact.sha256, prefixes=(), embeddings=None, adapter=adapter)
     if artifact.method.is_prefix:
         prefix = stored_prefix(artifact, spec, device, dtype)
         return TaskPrompt(artifact.peft_type, artifact.sha256, prefixes=(prefix,), embeddings=None)

@@ -43,23 +43,48 @@ class PromptEmbeddings:
 
 
 @dataclass(frozen=True)
+class AdaptionPrompt:
+    """LLaMA-Adapter: per adapted layer, the adapter tokens' keys and values (projected once by the
+    layer's own key/value projections, no rotary) and the scalar gate on their attention."""
+
+    layers: tuple[int, ...]  # indices of the adapted layers (the top ones)
+    keys: tuple[torch.Tensor, ...]  # per adapted layer: [H_kv, A, head_dim]
+    values: tuple[torch.Tensor, ...]  # per adapted layer: [H_kv, A, head_dim]
+    gates: tuple[torch.Tensor, ...]  # per adapted layer: [1]
+
+    @property
+    def num_virtual_tokens(self) -> int:
+        return self.keys[0].shape[1]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (*self.keys, *self.values, *self.gates))
+
+
+Form = PrefixKV | PromptEmbeddings | AdaptionPrompt
+
+
+@dataclass(frozen=True)
 class TaskPrompt:
     """One task version ready to serve: a form per sub-task (one unless multitask prompt tuning)."""
 
     peft_type: str
     sha256: str
-    prefixes: tuple[PrefixKV, ...]  # indexed by task_index
+    prefixes: tuple[PrefixKV, ...]  # indexed by task_index; empty for adaption prompts
     embeddings: tuple[PromptEmbeddings, ...] | None  # None for prefix tuning, which has no embeddings
+    adapter: AdaptionPrompt | None = None
 
     @property
     def num_tasks(self) -> int:
-        return len(self.prefixes)
+        return max(len(self.prefixes), len(self.embeddings or ()), 1)
 
     @property
     def num_virtual_tokens(self) -> int:
-        return self.prefixes[0].num_virtual_tokens
+        forms: tuple[Form, ...] = self.prefixes or self.embeddings or ()
+        first = self.adapter or forms[0]
+        return first.num_virtual_tokens
 
     @property
     def nbytes(self) -> int:
-        forms: list[PrefixKV | PromptEmbeddings] = [*self.prefixes, *(self.embeddings or ())]
+        forms: list[Form] = [*self.prefixes, *(self.embeddings or ()), *([self.adapter] if self.adapter else [])]
         return sum(form.nbytes for form in forms)

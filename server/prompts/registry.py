@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from prompt_store.artifact import DEFAULT_MAX_BYTES, Artifact, parse_artifact
+from prompt_store.artifact import DEFAULT_MAX_BYTES, Artifact, check_card, parse_artifact
 from prompt_store.errors import StoreUnavailable, UnknownTask, UnknownVersion
 from prompt_store.records import ChangeEvent, VersionRecord, check_task_name, parse_card
 from prompt_store.spec import ModelSpec
@@ -72,6 +72,8 @@ class PromptRegistry:
         artifact = await asyncio.to_thread(
             parse_artifact, config_bytes, weights_bytes, self.spec, self.max_artifact_bytes
         )
+        if card is not None:
+            check_card(card, artifact, self.spec)
         prompt = await asyncio.to_thread(self.build, artifact)
         draft = VersionRecord(
             task=task,

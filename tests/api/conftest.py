@@ -16,7 +16,13 @@ from tests.live_server import LiveServer, live_server
 
 ADMIN_KEY = "admin-secret-for-tests"
 CHAT_TEMPLATE = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}assistant:"
-ARTIFACTS = {"pt": ("prompt_tuning", 6), "prefix": ("prefix", 4), "lstm": ("p_tuning_lstm", 5), "mpt": ("multitask", 3)}
+ARTIFACTS = {
+    "pt": ("prompt_tuning", 6),
+    "prefix": ("prefix", 4),
+    "lstm": ("p_tuning_lstm", 5),
+    "mpt": ("multitask", 3),
+    "adapter": ("adaption_top2", 5),
+}
 
 
 @dataclass
