@@ -13,12 +13,14 @@ import torch
 from prompt_store.artifact import Artifact
 from server.engine.core import EngineCore
 from server.engine.detokenizer import Tokenizer
+from server.engine.encoder import EncoderRunner
 from server.engine.model import BaseModel
 from server.engine.request import Generation, Request
 from server.engine.runner import ModelRunner, PrefillRow
 from server.engine.scheduler import SchedulerConfig
 from server.errors import ContextTooLong, InvalidRequest
 from server.prompts.build import build_task_prompt
+from server.prompts.encoder_forms import build_encoder_prompt
 from server.prompts.forms import PrefixKV, TaskPrompt
 
 __all__ = ["Engine", "Generation", "Request"]
@@ -31,9 +33,13 @@ class Engine:
         self.base = base
         self.tokenizer = tokenizer
         self.runner = ModelRunner(base)
+        # Encoder classifiers have no next-token logits: they only classify, each row with its task's head.
+        self.encoder = EncoderRunner(base) if base.spec.kind == "encoder" else None
 
     def build_prompt(self, artifact: Artifact) -> TaskPrompt:
         """Every runtime form of a validated artifact, computed once, on the model's device."""
+        if self.encoder is not None:
+            return build_encoder_prompt(artifact, self.base.spec, self.base.device, self.base.dtype)
         return build_task_prompt(artifact, self.base.spec, self.runner.encode_prompt, self.base.device, self.base.dtype)
 
     def next_token_logits(self, requests: Sequence[Request]) -> torch.Tensor:
@@ -86,9 +92,21 @@ class Engine:
         rest = (picked * valid.to(picked.device)).sum(dim=-1).view(num_rows, num_choices)
         return scores + rest
 
+    def classify(self, requests: Sequence[Request]) -> list[torch.Tensor]:
+        """Encoder classifiers: each row's logits from its own task's head, [C_i] (float32), one pass."""
+        if self.encoder is None:
+            raise InvalidRequest("this model is a language model; classify by verbalizer scores instead")
+        if not requests:
+            raise InvalidRequest("no requests given")
+        return self.encoder.classify(requests)
+
     def check(self, request: Request, extra_tokens: int | None = None) -> PrefixKV | None:
         """Check a request against the model and its task; return the prefix it attends to."""
         spec = self.base.spec
+        if self.encoder is not None:
+            raise InvalidRequest(
+                f"this model ({spec.model_type}) is an encoder classifier: it does not generate; use /v1/classify"
+            )
         params = request.params
         params.check()
         if params.stop and self.tokenizer is None:
