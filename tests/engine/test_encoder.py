@@ -45,7 +45,7 @@ class EncoderZoo:
     model_dir: Path
 
     def ids(self, text: str) -> list[int]:
-        return list(self.tokenizer(text)["input_ids"])  # type: ignore[operator]
+        return list(self.tokenizer(text)["input_ids"])
 
 
 @pytest.fixture(scope="module", params=["tiny_bert", "minilm"])
@@ -84,7 +84,7 @@ def test_each_task_changes_the_answer(zoo: EncoderZoo) -> None:
     ids = zoo.ids(TEXTS[2])
     pt2 = zoo.prompts["pt2"]
     served = zoo.engine.classify([Request(ids, pt2)])[0]
-    pooled = zoo.engine.encoder.pooled([Request(ids, None)])[0]  # type: ignore[union-attr]
+    pooled = zoo.engine.encoder.pooled([Request(ids, None)])[0]
     without_prompt = torch.nn.functional.linear(pooled, pt2.head.weight, pt2.head.bias)
     assert (served - without_prompt).abs().max() > 1e-3
 
@@ -94,7 +94,7 @@ def test_base_rows_beside_task_rows_equal_the_encoder_alone(zoo: EncoderZoo) -> 
         Request(zoo.ids(TEXTS[0]), None), Request(zoo.ids(TEXTS[2]), zoo.prompts["prefix3"]),
         Request(zoo.ids(TEXTS[1]), zoo.prompts["pt2"]), Request(zoo.ids(TEXTS[3]), None),
     ]  # fmt: skip
-    pooled = zoo.engine.encoder.pooled(requests)  # type: ignore[union-attr]
+    pooled = zoo.engine.encoder.pooled(requests)
     alone = AutoModel.from_pretrained(zoo.model_dir).eval()
     for row in (0, 3):
         with torch.no_grad():
