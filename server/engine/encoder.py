@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import torch
 
+from server.engine.checks import check_input_ids, check_task_index
 from server.engine.kv_cache import KVState
 from server.engine.model import BaseModel
 from server.engine.request import Request
@@ -41,15 +42,8 @@ class EncoderRunner:
         spec = self.base.spec
         if not isinstance(request.prompt, EncoderPrompt):
             raise InvalidRequest("task: this model is an encoder classifier; name a task, whose head scores the input")
-        if not request.input_ids:
-            raise InvalidRequest("input_ids: expected at least one token, found none")
-        bad = [t for t in request.input_ids if not 0 <= t < spec.vocab_size]
-        if bad:
-            raise InvalidRequest(f"input_ids: expected ids in [0, {spec.vocab_size}), found {bad[:5]}")
-        if not 0 <= request.task_index < request.prompt.num_tasks:
-            raise InvalidRequest(
-                f"task_index: expected 0..{request.prompt.num_tasks - 1} for this task, found {request.task_index}"
-            )
+        check_input_ids(request.input_ids, spec.vocab_size)
+        check_task_index(request.prompt, request.task_index)
         needed = request.prompt.num_virtual_tokens + len(request.input_ids)
         if needed > spec.max_positions:
             raise ContextTooLong(

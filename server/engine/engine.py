@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import torch
 
 from prompt_store.artifact import Artifact
+from server.engine.checks import check_input_ids, check_task_index
 from server.engine.core import EngineCore
 from server.engine.detokenizer import Tokenizer
 from server.engine.encoder import EncoderRunner
@@ -111,18 +112,11 @@ class Engine:
         params.check()
         if params.stop and self.tokenizer is None:
             raise InvalidRequest("stop: this model has no tokenizer, so stop strings cannot be matched")
-        if not request.input_ids:
-            raise InvalidRequest("input_ids: expected at least one token, found none")
-        bad = [t for t in request.input_ids if not 0 <= t < spec.vocab_size]
-        if bad:
-            raise InvalidRequest(f"input_ids: expected ids in [0, {spec.vocab_size}), found {bad[:5]}")
+        check_input_ids(request.input_ids, spec.vocab_size)
         prefix = None
         if request.prompt is not None:
             prompt = request.prompt
-            if not 0 <= request.task_index < prompt.num_tasks:
-                raise InvalidRequest(
-                    f"task_index: expected 0..{prompt.num_tasks - 1} for this task, found {request.task_index}"
-                )
+            check_task_index(prompt, request.task_index)
             prefix = prompt.prefixes[request.task_index]
         new_tokens = params.max_new_tokens if extra_tokens is None else extra_tokens
         needed = (prefix.num_virtual_tokens if prefix else 0) + len(request.input_ids) + new_tokens

@@ -104,16 +104,17 @@ def test_request_labels_rename_the_head_outputs(site: EncoderSite) -> None:
 
 
 @pytest.mark.parametrize(
-    ("body", "message"),
+    ("body", "status", "message"),
     [
-        ({"inputs": "no task"}, "name a task"),
-        ({"task": "topic", "inputs": "x", "labels": ["a", "b"]}, "scores 3 labels"),
-        ({"task": "sentiment", "inputs": "word " * 600}, "positions"),
+        ({"inputs": "no task"}, 400, "name a task"),
+        ({"task": "topic", "inputs": "x", "labels": ["a", "b"]}, 400, "scores 3 labels"),
+        ({"task": "sentiment", "inputs": "word " * 600}, 413, "positions"),
+        ({"task": "sentiment", "inputs": "x", "task_index": 1}, 400, "task_index"),
     ],
 )
-def test_classify_refusals(site: EncoderSite, body: dict, message: str) -> None:
+def test_classify_refusals(site: EncoderSite, body: dict, status: int, message: str) -> None:
     response = classify(site, body)
-    assert response.status_code in (400, 413)
+    assert response.status_code == status, response.text
     assert message in response.json()["error"]["message"]
 
 
