@@ -3,6 +3,7 @@ forward pass, each equal to PEFT's `PeftModelForSequenceClassification` on that 
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,10 +13,13 @@ from peft import PeftModel
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel
 
 from prompt_store.artifact import load_artifact_dir
+from prompt_store.records import TaskCard
+from prompt_store.redis_store import RedisStore
 from server.engine.engine import Engine, Request
 from server.engine.model import ModelConfig, load_base_model
 from server.errors import ContextTooLong, InvalidRequest
 from server.prompts.encoder_forms import EncoderPrompt
+from server.prompts.registry import PromptRegistry
 from tests.encoder_factories import (
     load_classifier,
     load_peft_classifier,
@@ -43,6 +47,7 @@ class EncoderZoo:
     prompts: dict[str, EncoderPrompt]
     peft_models: dict[str, PeftModel]
     model_dir: Path
+    folders: dict[str, Path]
 
     def ids(self, text: str) -> list[int]:
         return list(self.tokenizer(text)["input_ids"])
@@ -54,14 +59,14 @@ def zoo(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     model_dir = make_tiny_bert(root / "model") if request.param == "tiny_bert" else minilm_dir()
     classifiers = {labels: load_classifier(model_dir, labels) for labels in (2, 3)}
     engine = Engine(load_base_model(ModelConfig(str(model_dir), device="cpu", dtype="float32")))
-    prompts, peft_models = {}, {}
+    prompts, peft_models, folders = {}, {}, {}
     for seed, (task, (method, n, labels)) in enumerate(TASKS.items()):
-        folder = make_seq_cls_artifact(classifiers[labels], method, n, root / task, seed=seed + 1)
+        folder = folders[task] = make_seq_cls_artifact(classifiers[labels], method, n, root / task, seed=seed + 1)
         prompt = engine.build_prompt(load_artifact_dir(folder, engine.base.spec))
         assert isinstance(prompt, EncoderPrompt) and prompt.head.num_labels == labels
         prompts[task] = prompt
         peft_models[task] = load_peft_classifier(classifiers[labels], folder)
-    return EncoderZoo(engine, AutoTokenizer.from_pretrained(model_dir), prompts, peft_models, model_dir)
+    return EncoderZoo(engine, AutoTokenizer.from_pretrained(model_dir), prompts, peft_models, model_dir, folders)
 
 
 def test_mixed_batch_rows_equal_peft_alone(zoo: EncoderZoo) -> None:
@@ -128,3 +133,26 @@ def test_a_checkpoint_without_pooler_weights_is_refused(tmp_path: Path) -> None:
     BertModel(config, add_pooling_layer=False).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="no pooler weights"):
         load_base_model(ModelConfig(str(tmp_path), device="cpu", dtype="float32"))
+
+
+@pytest.mark.anyio
+async def test_a_replica_rebuilds_the_task_and_its_head_from_redis(zoo: EncoderZoo, redis_url: str) -> None:
+    """Replica A uploads through Redis; replica B has never seen the task, reads it back and answers alike."""
+    prefix = f"encoder-{uuid.uuid4().hex}:"
+    spec = zoo.engine.base.spec
+    stores = [RedisStore.from_url(redis_url, prefix=prefix) for _ in range(2)]
+    a, b = (PromptRegistry(store, spec, zoo.engine.build_prompt, 1 << 30) for store in stores)
+    folder = zoo.folders["prefix3"]
+    card = TaskCard(labels=["a", "b", "c"]).model_dump_json().encode()
+    files = [(folder / name).read_bytes() for name in ("adapter_config.json", "adapter_model.safetensors")]
+    try:
+        await a.upload("topic", *files, card)
+        lease = await b.acquire("topic")
+        assert isinstance(lease.prompt, EncoderPrompt) and lease.record.card is not None
+        served = zoo.engine.classify([Request(zoo.ids(TEXTS[1]), lease.prompt)])[0]
+        b.release(lease)
+    finally:
+        for store in stores:
+            await store.close()
+    expected = peft_logits(zoo.peft_models["prefix3"], zoo.ids(TEXTS[1]))
+    assert torch.allclose(torch.softmax(served, -1), torch.softmax(expected, -1), atol=1e-5, rtol=0)
