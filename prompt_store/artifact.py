@@ -24,6 +24,7 @@ from prompt_store.errors import (
     PickleRefused,
     UnsupportedMethod,
 )
+from prompt_store.heads import find_head, head_shapes
 from prompt_store.methods import METHODS, PromptMethod
 from prompt_store.records import TaskCard
 from prompt_store.safetensors_reader import read_safetensors
@@ -46,6 +47,7 @@ class Artifact:
     num_tasks: int  # sub-tasks a request may pick with task_index (MPT), else 1
     sha256: str
     nbytes: int
+    num_labels: int | None = None  # rows of the classifier head (SEQ_CLS artifacts on encoder models)
 
     @property
     def method(self) -> PromptMethod:
@@ -92,6 +94,9 @@ def parse_artifact(
 
     tensors = read_safetensors(weights_bytes)
     expected = method.expected_shapes(config, spec)
+    head = find_head(tensors, spec) if spec.kind == "encoder" else None
+    if head is not None:
+        expected.update(head_shapes(head, spec))
     if sorted(tensors) != sorted(expected):
         raise ArtifactMismatch("tensors", sorted(expected), sorted(tensors))
     for name, shape in expected.items():
@@ -108,6 +113,7 @@ def parse_artifact(
         num_tasks=method.num_tasks(config),
         sha256=hashlib.sha256(weights_bytes).hexdigest(),
         nbytes=len(config_bytes) + len(weights_bytes),
+        num_labels=head.num_labels if head else None,
     )
 
 

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from prompt_store.errors import UserError
+from server.api.encoder_classify import classify_with_heads
 from server.api.schemas import ClassifyBody, GenerateBody
 from server.api.service import ServerState, sampling_params, usage_json
 from server.api.streaming import DONE, merged, sse, sse_error
@@ -72,6 +73,8 @@ async def stream_events(streams: list[RequestStream]) -> AsyncIterator[str]:
 @router.post("/v1/classify")
 async def classify(body: ClassifyBody, request: Request) -> dict[str, Any]:
     state = state_of(request)
+    if state.engine.encoder is not None:
+        return await classify_with_heads(state, body)
     async with state.lease(body.task, body.version) as lease:
         card = lease.record.card if lease else None
         labels = body.labels if body.labels is not None else (card.labels if card else None)

@@ -11,14 +11,17 @@ from collections.abc import Sequence
 import torch
 
 from prompt_store.artifact import Artifact
+from server.engine.checks import check_input_ids, check_task_index
 from server.engine.core import EngineCore
 from server.engine.detokenizer import Tokenizer
+from server.engine.encoder import EncoderRunner
 from server.engine.model import BaseModel
 from server.engine.request import Generation, Request
 from server.engine.runner import NO_PROMPT, ModelRunner, PrefillRow, RowPrompt
 from server.engine.scheduler import SchedulerConfig
 from server.errors import ContextTooLong, InvalidRequest
 from server.prompts.build import build_task_prompt
+from server.prompts.encoder_forms import build_encoder_prompt
 from server.prompts.forms import TaskPrompt
 
 __all__ = ["Engine", "Generation", "Request"]
@@ -31,9 +34,13 @@ class Engine:
         self.base = base
         self.tokenizer = tokenizer
         self.runner = ModelRunner(base)
+        # Encoder classifiers have no next-token logits: they only classify, each row with its task's head.
+        self.encoder = EncoderRunner(base) if base.spec.kind == "encoder" else None
 
     def build_prompt(self, artifact: Artifact) -> TaskPrompt:
         """Every runtime form of a validated artifact, computed once, on the model's device."""
+        if self.encoder is not None:
+            return build_encoder_prompt(artifact, self.base.spec, self.base.device, self.base.dtype)
         base, runner = self.base, self.runner
         return build_task_prompt(
             artifact, base.spec, runner.encode_prompt, base.device, base.dtype, project=runner.project_adapter
@@ -89,18 +96,26 @@ class Engine:
         rest = (picked * valid.to(picked.device)).sum(dim=-1).view(num_rows, num_choices)
         return scores + rest
 
+    def classify(self, requests: Sequence[Request]) -> list[torch.Tensor]:
+        """Encoder classifiers: each row's logits from its own task's head, [C_i] (float32), one pass."""
+        if self.encoder is None:
+            raise InvalidRequest("this model is a language model; classify by verbalizer scores instead")
+        if not requests:
+            raise InvalidRequest("no requests given")
+        return self.encoder.classify(requests)
+
     def check(self, request: Request, extra_tokens: int | None = None) -> RowPrompt:
         """Check a request against the model and its task; return what its task adds to the row."""
         spec = self.base.spec
+        if self.encoder is not None:
+            raise InvalidRequest(
+                f"this model ({spec.model_type}) is an encoder classifier: it does not generate; use /v1/classify"
+            )
         params = request.params
         params.check()
         if params.stop and self.tokenizer is None:
             raise InvalidRequest("stop: this model has no tokenizer, so stop strings cannot be matched")
-        if not request.input_ids:
-            raise InvalidRequest("input_ids: expected at least one token, found none")
-        bad = [t for t in request.input_ids if not 0 <= t < spec.vocab_size]
-        if bad:
-            raise InvalidRequest(f"input_ids: expected ids in [0, {spec.vocab_size}), found {bad[:5]}")
+        check_input_ids(request.input_ids, spec.vocab_size)
         row = self.row_prompt(request)
         new_tokens = params.max_new_tokens if extra_tokens is None else extra_tokens
         needed = row.num_virtual_tokens + len(request.input_ids) + new_tokens
@@ -118,8 +133,7 @@ class Engine:
             if request.prompt_at is not None:
                 raise InvalidRequest("prompt_at: virtual tokens need a task")
             return NO_PROMPT
-        if not 0 <= index < prompt.num_tasks:
-            raise InvalidRequest(f"task_index: expected 0..{prompt.num_tasks - 1} for this task, found {index}")
+        check_task_index(prompt, index)
         if prompt.adapter is not None:
             return RowPrompt(adapter=prompt.adapter)
         if request.prompt_at is None:

@@ -73,8 +73,21 @@ def load_base_model(config: ModelConfig) -> BaseModel:
     dtype = resolve_dtype(config.dtype, device)
     extra = {"gguf_file": config.gguf_file} if config.gguf_file else {}
     kind = model_kind(AutoConfig.from_pretrained(config.model, **extra))
-    model = AUTO_CLASSES[kind].from_pretrained(config.model, dtype=dtype, **extra)
+    if kind == "encoder":
+        model, info = AutoModel.from_pretrained(config.model, dtype=dtype, output_loading_info=True)
+        require_pooler(config.model, info["missing_keys"])
+    else:
+        model = AUTO_CLASSES[kind].from_pretrained(config.model, dtype=dtype, **extra)
     return wrap_model(model, device)
+
+
+def require_pooler(name: str, missing: set[str]) -> None:
+    """A classifier head reads the pooler's output, and PEFT saves the head but never the pooler:
+    a checkpoint without pooler weights gets a fresh random one at every load, unlike the one the
+    head was trained on, so its tasks cannot be served."""
+    absent = sorted(key for key in missing if key.startswith("pooler."))
+    if absent:
+        raise ValueError(f"{name} has no pooler weights ({', '.join(absent)}); SEQ_CLS heads need the trained pooler")
 
 
 def wrap_model(model: PreTrainedModel, device: torch.device) -> BaseModel:
@@ -110,7 +123,7 @@ def model_spec(config: PretrainedConfig) -> ModelSpec:
 
 
 def eos_token_ids(model: PreTrainedModel) -> frozenset[int]:
-    eos = getattr(model.generation_config, "eos_token_id", None)
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)  # encoders have no such config
     if eos is None:
         eos = model.config.get_text_config().eos_token_id
     if eos is None:

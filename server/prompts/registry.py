@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from prompt_store.artifact import DEFAULT_MAX_BYTES, Artifact, check_card, parse_artifact
 from prompt_store.errors import StoreUnavailable, UnknownTask, UnknownVersion
+from prompt_store.heads import check_card_labels
 from prompt_store.records import ChangeEvent, VersionRecord, check_task_name, parse_card
 from prompt_store.spec import ModelSpec
 from prompt_store.store import PromptStore
@@ -74,6 +75,7 @@ class PromptRegistry:
         )
         if card is not None:
             check_card(card, artifact, self.spec)
+        check_card_labels(card, artifact.num_labels)
         prompt = await asyncio.to_thread(self.build, artifact)
         draft = VersionRecord(
             task=task,
