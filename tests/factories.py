@@ -100,7 +100,12 @@ def make_model(arch: str, seed: int = 0) -> PreTrainedModel:
 
 def make_artifact(base: PreTrainedModel, method: str, num_virtual_tokens: int, folder: Path, seed: int) -> Path:
     """Train nothing, but give every prompt parameter non-trivial random values, then save as PEFT does."""
-    peft_model = get_peft_model(copy.deepcopy(base), METHODS[method](num_virtual_tokens))
+    return save_artifact(base, METHODS[method](num_virtual_tokens), folder, seed)
+
+
+def save_artifact(base: PreTrainedModel, config: PeftConfig, folder: Path, seed: int) -> Path:
+    """`make_artifact` for any PEFT config."""
+    peft_model = get_peft_model(copy.deepcopy(base), config)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for parameter in peft_model.prompt_encoder.parameters():

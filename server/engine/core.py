@@ -24,7 +24,7 @@ from server.engine.request import Event, Request, Usage
 from server.engine.runner import PrefillRow
 from server.engine.sampling import RowSampler, sample
 from server.engine.scheduler import Scheduler, SchedulerConfig, Ticket
-from server.prompts.forms import PrefixKV
+from server.prompts.forms import RowForm
 
 if TYPE_CHECKING:  # the engine owns a core per run; the core only calls back into it
     from server.engine.engine import Engine
@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # the engine owns a core per run; the core only calls back in
 class Sequence:
     id: int
     request: Request
-    prefix: PrefixKV | None
+    prefix: RowForm | None
     sampler: RowSampler
     text: TextStream | None
     token_ids: list[int] = field(default_factory=list)
@@ -154,7 +154,7 @@ class EngineCore:
         if self.batch is None or self.logits is None:
             self.batch, self.logits = batch, logits
         else:
-            self.batch = Batch.concatenate([self.batch, batch])
+            self.batch = type(self.batch).concatenate([self.batch, batch])
             self.logits = torch.cat([self.logits, logits])
 
     def _drop_cancelled(self, events: list[Event]) -> None:

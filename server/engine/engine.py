@@ -17,9 +17,11 @@ from server.engine.model import BaseModel
 from server.engine.request import Generation, Request
 from server.engine.runner import ModelRunner, PrefillRow
 from server.engine.scheduler import SchedulerConfig
+from server.engine.seq2seq import Seq2SeqRunner
 from server.errors import ContextTooLong, InvalidRequest
 from server.prompts.build import build_task_prompt
-from server.prompts.forms import PrefixKV, TaskPrompt
+from server.prompts.forms import RowForm, TaskPrompt
+from server.prompts.seq2seq_forms import seq2seq_task_prompt
 
 __all__ = ["Engine", "Generation", "Request"]
 
@@ -30,10 +32,15 @@ class Engine:
     def __init__(self, base: BaseModel, tokenizer: Tokenizer | None = None) -> None:
         self.base = base
         self.tokenizer = tokenizer
-        self.runner = ModelRunner(base)
+        self.runner: ModelRunner | Seq2SeqRunner = (
+            Seq2SeqRunner(base) if base.spec.kind == "seq2seq" else ModelRunner(base)
+        )
 
     def build_prompt(self, artifact: Artifact) -> TaskPrompt:
         """Every runtime form of a validated artifact, computed once, on the model's device."""
+        if isinstance(self.runner, Seq2SeqRunner):
+            layers = self.runner.num_decoder_layers
+            return seq2seq_task_prompt(artifact, self.base.spec, layers, self.base.device, self.base.dtype)
         return build_task_prompt(artifact, self.base.spec, self.runner.encode_prompt, self.base.device, self.base.dtype)
 
     def next_token_logits(self, requests: Sequence[Request]) -> torch.Tensor:
@@ -86,8 +93,8 @@ class Engine:
         rest = (picked * valid.to(picked.device)).sum(dim=-1).view(num_rows, num_choices)
         return scores + rest
 
-    def check(self, request: Request, extra_tokens: int | None = None) -> PrefixKV | None:
-        """Check a request against the model and its task; return the prefix it attends to."""
+    def check(self, request: Request, extra_tokens: int | None = None) -> RowForm | None:
+        """Check a request against the model and its task; return the form its row is served with."""
         spec = self.base.spec
         params = request.params
         params.check()

@@ -10,7 +10,7 @@ import torch
 from server.engine.batch import Batch
 from server.engine.kv_cache import KVState, prefix_from_output
 from server.engine.model import BaseModel
-from server.prompts.forms import PrefixKV
+from server.prompts.forms import PrefixKV, RowForm
 
 PAD_TOKEN_ID = 0  # any valid id: pad positions are masked out and never sampled
 
@@ -19,7 +19,7 @@ PAD_TOKEN_ID = 0  # any valid id: pad positions are masked out and never sampled
 class PrefillRow:
     request_id: int
     input_ids: Sequence[int]
-    prefix: PrefixKV | None  # the task's virtual tokens, None for the base model alone
+    prefix: RowForm | None  # the task's virtual tokens, None for the base model alone
 
 
 class ModelRunner:
@@ -50,7 +50,10 @@ class ModelRunner:
         num_virtual = [row.prefix.num_virtual_tokens if row.prefix else 0 for row in rows]
         num_input = [len(row.input_ids) for row in rows]
         prefix_len, input_len = max(num_virtual), max(num_input)
-        prefixes = [row.prefix for row in rows]
+        prefixes: list[PrefixKV | None] = []
+        for row in rows:
+            assert row.prefix is None or isinstance(row.prefix, PrefixKV), "a causal row attends to a prefix"
+            prefixes.append(row.prefix)
         kv = KVState((), ())
         if prefix_len:
             like = next(p for p in prefixes if p is not None)

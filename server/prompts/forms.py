@@ -42,13 +42,18 @@ class PromptEmbeddings:
         return self.embeddings.numel() * self.embeddings.element_size()
 
 
+# The form one row of a batch is served with: a prefix KV, or (encoder-decoder prompt tuning)
+# embeddings placed before the encoder input.
+RowForm = PrefixKV | PromptEmbeddings
+
+
 @dataclass(frozen=True)
 class TaskPrompt:
     """One task version ready to serve: a form per sub-task (one unless multitask prompt tuning)."""
 
     peft_type: str
     sha256: str
-    prefixes: tuple[PrefixKV, ...]  # indexed by task_index
+    prefixes: tuple[RowForm, ...]  # indexed by task_index
     embeddings: tuple[PromptEmbeddings, ...] | None  # None for prefix tuning, which has no embeddings
 
     @property
@@ -61,5 +66,6 @@ class TaskPrompt:
 
     @property
     def nbytes(self) -> int:
-        forms: list[PrefixKV | PromptEmbeddings] = [*self.prefixes, *(self.embeddings or ())]
-        return sum(form.nbytes for form in forms)
+        # An encoder-decoder prompt serves its embeddings directly: count each form once.
+        forms = {id(form): form for form in (*self.prefixes, *(self.embeddings or ()))}
+        return sum(form.nbytes for form in forms.values())
