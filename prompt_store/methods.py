@@ -85,6 +85,8 @@ class MultitaskPromptTuning(PromptMethod):
     """A shared prompt modulated per sub-task by a rank-r product: shared ⊙ (cols[t] @ rows[t])."""
 
     peft_type = "MULTITASK_PROMPT_TUNING"
+    # On an encoder-decoder PEFT also feeds the second N rows to the decoder; not served yet.
+    kinds = frozenset(MODEL_KINDS) - {"seq2seq"}
 
     def check_dims(self, config: dict[str, Any], spec: ModelSpec) -> None:
         super().check_dims(config, spec)
@@ -110,6 +112,9 @@ class PrefixTuning(PromptMethod):
     is_prefix = True
 
     def check_dims(self, config: dict[str, Any], spec: ModelSpec) -> None:
+        if spec.is_encoder_decoder:
+            # PEFT builds the decoder's cache from two stacked copies of the slots only in this layout.
+            require_equal("num_transformer_submodules", 2, config["num_transformer_submodules"], "encoder-decoder")
         require_equal("num_layers", spec.num_layers, config.get("num_layers"), "the model's layer count")
         require_equal(
             "num_attention_heads",

@@ -81,7 +81,9 @@ class EngineCore:
         """Check and queue a request; raises a typed error (bad request, too long, queue full)."""
         prefix = self.engine.check(request)
         tokenizer = self.engine.tokenizer
-        text = TextStream(tokenizer, request.input_ids, request.params.stop) if tokenizer else None
+        # A decoder's text starts fresh: the input went to the encoder, so it is no context for decoding.
+        context = () if self.engine.base.spec.is_encoder_decoder else request.input_ids
+        text = TextStream(tokenizer, context, request.params.stop) if tokenizer else None
         virtual = prefix.num_virtual_tokens if prefix else 0
         with self._lock:
             sequence = Sequence(next(self._ids), request, prefix, RowSampler(request.params), text)
