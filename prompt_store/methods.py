@@ -29,6 +29,12 @@ def require_equal(field: str, expected: Any, found: Any, hint: str = "") -> None
         raise ArtifactMismatch(field, expected, found, hint)
 
 
+def require_decoder_rows(config: dict[str, Any], spec: ModelSpec) -> None:
+    """On an encoder-decoder, methods that also give the decoder rows need PEFT's two-submodule layout."""
+    if spec.is_encoder_decoder:
+        require_equal("num_transformer_submodules", 2, config["num_transformer_submodules"], "encoder-decoder")
+
+
 class PromptMethod:
     """A prompt-learning method: config checks and the tensors its file must hold."""
 
@@ -85,11 +91,10 @@ class MultitaskPromptTuning(PromptMethod):
     """A shared prompt modulated per sub-task by a rank-r product: shared ⊙ (cols[t] @ rows[t])."""
 
     peft_type = "MULTITASK_PROMPT_TUNING"
-    # On an encoder-decoder PEFT also feeds the second N rows to the decoder; not served yet.
-    kinds = frozenset(MODEL_KINDS) - {"seq2seq"}
 
     def check_dims(self, config: dict[str, Any], spec: ModelSpec) -> None:
         super().check_dims(config, spec)
+        require_decoder_rows(config, spec)
         require_int(config, "num_tasks", 1, MAX_SUB_TASKS)
         require_int(config, "num_ranks", 1, MAX_RANK)
 
@@ -112,9 +117,7 @@ class PrefixTuning(PromptMethod):
     is_prefix = True
 
     def check_dims(self, config: dict[str, Any], spec: ModelSpec) -> None:
-        if spec.is_encoder_decoder:
-            # PEFT builds the decoder's cache from two stacked copies of the slots only in this layout.
-            require_equal("num_transformer_submodules", 2, config["num_transformer_submodules"], "encoder-decoder")
+        require_decoder_rows(config, spec)
         require_equal("num_layers", spec.num_layers, config.get("num_layers"), "the model's layer count")
         require_equal(
             "num_attention_heads",

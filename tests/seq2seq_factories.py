@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-from peft import PeftConfig, PrefixTuningConfig, PromptEncoderConfig, PromptTuningConfig
+from peft import MultitaskPromptTuningConfig, PeftConfig, PrefixTuningConfig, PromptEncoderConfig, PromptTuningConfig
 from transformers import AutoModelForSeq2SeqLM, PreTrainedModel, T5Config
 
 from tests.factories import VOCAB
+
+START_TOKEN_ID = 0  # T5 starts the decoder with its pad token
 
 # PEFT's seq2seq methods, each a function of the number of virtual tokens.
 SEQ2SEQ_METHODS: dict[str, Callable[[int], PeftConfig]] = {
@@ -18,6 +20,9 @@ SEQ2SEQ_METHODS: dict[str, Callable[[int], PeftConfig]] = {
     ),
     "p_tuning_lstm": lambda n: PromptEncoderConfig(
         task_type="SEQ_2_SEQ_LM", num_virtual_tokens=n, encoder_hidden_size=48, encoder_reparameterization_type="LSTM"
+    ),
+    "multitask": lambda n: MultitaskPromptTuningConfig(
+        task_type="SEQ_2_SEQ_LM", num_virtual_tokens=n, num_tasks=3, num_ranks=2
     ),
     "prefix": lambda n: PrefixTuningConfig(task_type="SEQ_2_SEQ_LM", num_virtual_tokens=n),
     "prefix_projection": lambda n: PrefixTuningConfig(
@@ -43,7 +48,7 @@ def t5_config(**overrides: object) -> T5Config:
         "relative_attention_num_buckets": 8,
         "relative_attention_max_distance": 20,
         "pad_token_id": 0,
-        "decoder_start_token_id": 0,
+        "decoder_start_token_id": START_TOKEN_ID,
         "eos_token_id": 2,
         "initializer_factor": 3.0,
     }
@@ -55,26 +60,37 @@ def make_t5(seed: int = 0, **overrides: object) -> PreTrainedModel:
     return AutoModelForSeq2SeqLM.from_config(t5_config(**overrides)).eval()
 
 
+def peft_forward(
+    model: torch.nn.Module, input_ids: list[int], decoder_ids: list[int], task_index: int | None
+) -> torch.Tensor:
+    """PEFT's `forward` on one request: logits [K, V] (float32) for the K decoder tokens.
+
+    A multitask prompt (`task_index` given) puts virtual tokens before the decoder's tokens too, and
+    PEFT then needs the decoder input as embeddings; its logits for those positions are dropped.
+    """
+    encoder_ids = torch.tensor([input_ids])
+    kwargs: dict[str, torch.Tensor] = {"decoder_input_ids": torch.tensor([decoder_ids])}
+    if task_index is not None:
+        embeds = model.word_embeddings(kwargs.pop("decoder_input_ids"))  # type: ignore[operator]
+        kwargs |= {"decoder_inputs_embeds": embeds, "task_ids": torch.tensor([task_index])}
+    logits = model(input_ids=encoder_ids, attention_mask=torch.ones_like(encoder_ids), **kwargs).logits[0]
+    return logits[-len(decoder_ids) :].float()
+
+
 @torch.no_grad()
 def peft_seq2seq_greedy(
-    model: torch.nn.Module, input_ids: list[int], max_new_tokens: int, eos_token_ids: frozenset[int] = frozenset()
+    model: torch.nn.Module,
+    input_ids: list[int],
+    max_new_tokens: int,
+    eos_token_ids: frozenset[int] = frozenset(),
+    task_index: int | None = None,
 ) -> tuple[list[int], torch.Tensor]:
     """PEFT's answer for one request alone: `forward` over the encoder input and the whole decoder sequence
     each step, no cache. Returns the greedy tokens and the first step's logits [V]."""
-    start = model.config.decoder_start_token_id
-    encoder_ids = torch.tensor([input_ids])
-    decoded = [start]
+    decoded = [START_TOKEN_ID]
     first_logits = None
     for _ in range(max_new_tokens):
-        logits = (
-            model(
-                input_ids=encoder_ids,
-                attention_mask=torch.ones_like(encoder_ids),
-                decoder_input_ids=torch.tensor([decoded]),
-            )
-            .logits[0, -1]
-            .float()
-        )
+        logits = peft_forward(model, input_ids, decoded, task_index)[-1]
         if first_logits is None:
             first_logits = logits
         token = int(logits.argmax())
@@ -87,17 +103,11 @@ def peft_seq2seq_greedy(
 
 @torch.no_grad()
 def peft_seq2seq_scores(
-    model: torch.nn.Module, input_ids: list[int], continuations: Sequence[list[int]]
+    model: torch.nn.Module, input_ids: list[int], continuations: Sequence[list[int]], task_index: int | None = None
 ) -> torch.Tensor:
     """Sum of log-probabilities of each continuation as the decoder's first tokens, from PEFT's `forward`: [C]."""
-    start = model.config.decoder_start_token_id
-    encoder_ids = torch.tensor([input_ids])
     scores = []
     for tokens in continuations:
-        decoder_ids = torch.tensor([[start, *tokens[:-1]]])
-        logits = model(
-            input_ids=encoder_ids, attention_mask=torch.ones_like(encoder_ids), decoder_input_ids=decoder_ids
-        )
-        log_probs = torch.log_softmax(logits.logits[0].float(), dim=-1)  # [K, V]
+        log_probs = torch.log_softmax(peft_forward(model, input_ids, [START_TOKEN_ID, *tokens[:-1]], task_index), -1)
         scores.append(log_probs[torch.arange(len(tokens)), torch.tensor(tokens)].sum())
     return torch.stack(scores)

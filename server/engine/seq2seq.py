@@ -2,6 +2,8 @@
 
 - Prompt tuning and P-tuning rows put their virtual embeddings before the encoder input (mask 1);
   the decoder is untouched.
+- Multitask prompt-tuning rows do both: their sub-task's first N rows go before the encoder input,
+  the next N before the decoder's first token.
 - Prefix-tuning rows give the decoder's self-attention a key/value prefix; the encoder is untouched
   and cross-attention is computed from the encoder output.
 
@@ -43,7 +45,7 @@ class Seq2SeqRunner:
     def prefill(self, rows: Sequence[PrefillRow]) -> tuple[Seq2SeqBatch, torch.Tensor]:
         """Encode new rows and run the decoder's first step; returns the batch and logits [B, V] (float32)."""
         encoder_states, encoder_mask = self._encode(rows)
-        prefixes = [row.prefix if isinstance(row.prefix, PrefixKV) else None for row in rows]
+        prefixes = self._decoder_prefixes(rows, encoder_states, encoder_mask)
         num_virtual = torch.tensor([p.num_virtual_tokens if p else 0 for p in prefixes])[:, None]  # [B, 1]
         prefix_len = int(num_virtual.max())
         kv = NO_STATE
@@ -108,6 +110,41 @@ class Seq2SeqRunner:
             decoder_attention_mask=attention_mask,
             **encoder_decoder_kwargs(batch.kv, batch.cross_kv),
         )
+
+    def _decoder_prefixes(
+        self, rows: Sequence[PrefillRow], encoder_states: torch.Tensor, encoder_mask: torch.Tensor
+    ) -> list[PrefixKV | None]:
+        """Each row's decoder self-attention prefix: a prefix-tuning prefix as stored, or the keys and values
+        of the decoder's virtual tokens (multitask prompts), computed here as they attend to the encoder output."""
+        prefixes = [row.prefix if isinstance(row.prefix, PrefixKV) else None for row in rows]
+        virtual = {
+            i: row.prefix.decoder
+            for i, row in enumerate(rows)
+            if isinstance(row.prefix, PromptEmbeddings) and row.prefix.decoder is not None
+        }
+        if not virtual:
+            return prefixes
+        length = max(e.shape[0] for e in virtual.values())
+        embeds = encoder_states.new_zeros(len(virtual), length, encoder_states.shape[-1])  # [b, M, D]
+        mask = torch.zeros(len(virtual), length, dtype=torch.long, device=self.device)  # [b, M]
+        for j, e in enumerate(virtual.values()):
+            embeds[j, length - e.shape[0] :] = e.to(embeds.dtype)
+            mask[j, length - e.shape[0] :] = 1
+        index = torch.tensor(list(virtual), device=self.device)
+        out = self.model(
+            encoder_outputs=(encoder_states[index],),
+            attention_mask=encoder_mask[index],
+            decoder_inputs_embeds=embeds,
+            decoder_attention_mask=mask,
+            **encoder_decoder_kwargs(NO_STATE, NO_STATE),
+        )
+        state, _ = encoder_decoder_states(out)  # per layer [b, H, M, hd], rows left-padded
+        for j, (i, e) in enumerate(virtual.items()):
+            start = length - e.shape[0]
+            prefixes[i] = PrefixKV(
+                tuple(k[j, :, start:] for k in state.keys), tuple(v[j, :, start:] for v in state.values)
+            )
+        return prefixes
 
     def _encode(self, rows: Sequence[PrefillRow]) -> tuple[torch.Tensor, torch.Tensor]:
         """Encoder output [B, E, D] and mask [B, E]: each row is [pads][virtual tokens][input tokens]."""

@@ -32,6 +32,8 @@ class PromptEmbeddings:
     """Virtual-token embeddings, inserted into `inputs_embeds` where a prefix cannot stand in."""
 
     embeddings: torch.Tensor  # [N, D], float32 as trained
+    # [N, D]: virtual tokens before the decoder's first token (encoder-decoder multitask prompts only).
+    decoder: torch.Tensor | None = None
 
     @property
     def num_virtual_tokens(self) -> int:
@@ -39,7 +41,8 @@ class PromptEmbeddings:
 
     @property
     def nbytes(self) -> int:
-        return self.embeddings.numel() * self.embeddings.element_size()
+        tensors = [self.embeddings] if self.decoder is None else [self.embeddings, self.decoder]
+        return sum(t.numel() * t.element_size() for t in tensors)
 
 
 # The form one row of a batch is served with: a prefix KV, or (encoder-decoder prompt tuning)

@@ -3,6 +3,8 @@
 - Prompt tuning and P-tuning: PEFT puts the first N of the S*N stored rows before the encoder
   input and leaves the decoder alone, so the form is those N embeddings (DESIGN.md §2, form 2).
   The encoder attends both ways, so unlike a causal model nothing can be computed once per task.
+- Multitask prompt tuning: as prompt tuning, per sub-task, and PEFT also puts the next N rows
+  (modulated by the same sub-task product) before the decoder's first token.
 - Prefix tuning: PEFT stacks the 2L stored slots twice (4L slots) and hands decoder layer l the
   chunk 4l..4l+3, i.e. slots 4l mod 2L (key) and 4l+1 mod 2L (value) as its self-attention prefix.
   The other two slots of the chunk would be the cross-attention cache, but PEFT empties it, so
@@ -36,7 +38,11 @@ def seq2seq_task_prompt(
 ) -> TaskPrompt:
     """Every runtime form of `artifact` for an encoder-decoder model, on `device`."""
     if not artifact.method.is_prefix:
-        forms = tuple(PromptEmbeddings(e.to(device)) for e in virtual_embeddings(artifact))
+        encoder = virtual_embeddings(artifact)
+        decoder: list[torch.Tensor | None] = [None] * len(encoder)
+        if artifact.peft_type == "MULTITASK_PROMPT_TUNING":
+            decoder = [e.to(device) for e in virtual_embeddings(artifact, part=1)]
+        forms = tuple(PromptEmbeddings(e.to(device), d) for e, d in zip(encoder, decoder, strict=True))
         return TaskPrompt(artifact.peft_type, artifact.sha256, prefixes=forms, embeddings=forms)
     if num_decoder_layers != spec.num_layers:
         # PEFT sizes the prefix by the encoder's layer count, so decoder layers past it would get none.

@@ -20,7 +20,7 @@ from tests.live_server import LiveServer, live_server
 from tests.seq2seq_factories import SEQ2SEQ_METHODS, make_t5, peft_seq2seq_greedy, peft_seq2seq_scores
 
 ADMIN = {"Authorization": "Bearer t5-admin"}
-ARTIFACTS = {"pt": ("prompt_tuning", 6), "prefix": ("prefix", 4), "lstm": ("p_tuning_lstm", 5)}
+ARTIFACTS = {"pt": ("prompt_tuning", 6), "prefix": ("prefix", 4), "lstm": ("p_tuning_lstm", 5), "mpt": ("multitask", 3)}
 FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
@@ -72,11 +72,11 @@ def t5_server(t5_site: T5Site, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 
 def test_concurrent_generations_of_mixed_tasks_match_peft_alone(t5_server: LiveServer, t5_site: T5Site) -> None:
-    cases = [("pt", "The film was"), ("prefix", "Awful plot"), ("lstm", "Café crème"), (None, "numbers 01"),
-             ("prefix", "Emoji too: 🎬"), ("pt", "Sentiment: positive."), ("lstm", "日本語")]  # fmt: skip
+    cases = [("pt", "The film was", 0), ("prefix", "Awful plot", 0), ("lstm", "Café crème", 0), (None, "numbers 01", 0),
+             ("mpt", "Emoji too: 🎬", 2), ("pt", "Sentiment: positive.", 0), ("mpt", "日本語", 1)]  # fmt: skip
 
-    def call(case: tuple[str | None, str]) -> dict:
-        body = {"task": case[0], "inputs": case[1], "parameters": {"max_new_tokens": 10}}
+    def call(case: tuple[str | None, str, int]) -> dict:
+        body = {"task": case[0], "inputs": case[1], "task_index": case[2], "parameters": {"max_new_tokens": 10}}
         response = httpx.post(f"{t5_server.url}/v1/generate", json=body, timeout=120)
         assert response.status_code == 200, response.text
         return response.json()
@@ -84,9 +84,10 @@ def test_concurrent_generations_of_mixed_tasks_match_peft_alone(t5_server: LiveS
     with ThreadPoolExecutor(len(cases)) as pool:
         answers = list(pool.map(call, cases))
     eos = frozenset({t5_site.base.config.eos_token_id})
-    for (task, text), answer in zip(cases, answers, strict=True):
+    for (task, text, index), answer in zip(cases, answers, strict=True):
         output = answer["outputs"][0]
-        expected, _ = peft_seq2seq_greedy(t5_site.peft(task), t5_site.ids(text), 10, eos)
+        peft_index = index if task == "mpt" else None
+        expected, _ = peft_seq2seq_greedy(t5_site.peft(task), t5_site.ids(text), 10, eos, peft_index)
         assert output["token_ids"] == expected, (task, text)
         assert output["text"] == t5_site.tokenizer.decode(expected, skip_special_tokens=True)  # type: ignore[attr-defined]
         virtual = ARTIFACTS[task][1] if task else 0
@@ -96,14 +97,15 @@ def test_concurrent_generations_of_mixed_tasks_match_peft_alone(t5_server: LiveS
 
 def test_classify_probabilities_equal_peft_scores(t5_server: LiveServer, t5_site: T5Site) -> None:
     labels = {"positive": " positive", "negative": " negative", "mixed": " so-so"}
-    for task in ("pt", "prefix", None):
+    for task, index in (("pt", 0), ("prefix", 0), ("mpt", 1), (None, 0)):
         texts = ["I loved it", "Awful, never again"]
-        body = {"task": task, "inputs": texts, "labels": labels}
+        body = {"task": task, "inputs": texts, "labels": labels, "task_index": index}
         response = httpx.post(f"{t5_server.url}/v1/classify", json=body, timeout=120)
         assert response.status_code == 200, response.text
         for text, result in zip(texts, response.json()["results"], strict=True):
             tails = [t5_site.tokenizer(v, add_special_tokens=False)["input_ids"] for v in labels.values()]  # type: ignore[operator]
-            scores = peft_seq2seq_scores(t5_site.peft(task), t5_site.ids(text), tails)
+            peft_index = index if task == "mpt" else None
+            scores = peft_seq2seq_scores(t5_site.peft(task), t5_site.ids(text), tails, peft_index)
             expected = dict(zip(labels, torch.softmax(scores, -1).tolist(), strict=True))
             assert result["label"] == max(expected, key=expected.__getitem__), (task, text)
             for label, probability in expected.items():
@@ -125,10 +127,12 @@ def test_uploads_that_do_not_fit_an_encoder_decoder_are_refused(
 ) -> None:
     base = t5_site.base
     refused = {
-        "mpt": save_artifact(
+        "one_submodule": save_artifact(
             copy.deepcopy(base),
-            MultitaskPromptTuningConfig(task_type="SEQ_2_SEQ_LM", num_virtual_tokens=3, num_tasks=2, num_ranks=1),
-            tmp_path / "mpt",
+            MultitaskPromptTuningConfig(
+                task_type="SEQ_2_SEQ_LM", num_virtual_tokens=3, num_tasks=2, num_ranks=1, num_transformer_submodules=1
+            ),
+            tmp_path / "one",
             0,
         ),
         "causal": save_artifact(
@@ -138,7 +142,11 @@ def test_uploads_that_do_not_fit_an_encoder_decoder_are_refused(
             make_t5(num_layers=2, num_decoder_layers=2), SEQ2SEQ_METHODS["prefix"](3), tmp_path / "layers", 0
         ),
     }
-    expected_types = {"mpt": "unsupported_method", "causal": "unsupported_method", "layers": "artifact_mismatch"}
+    expected_types = {
+        "one_submodule": "artifact_mismatch",
+        "causal": "unsupported_method",
+        "layers": "artifact_mismatch",
+    }
     for task, folder in refused.items():
         response = upload(t5_server.url, task, folder)
         assert response.status_code == 422, (task, response.text)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from server.engine.model import wrap_model
 from server.engine.runner import PrefillRow
 from server.engine.sampling import SamplingParams
 from server.engine.seq2seq_batch import Seq2SeqBatch
+from server.prompts.build import stored_prefix
 from server.prompts.forms import TaskPrompt
 from tests.factories import VOCAB, load_peft, save_artifact
 from tests.seq2seq_factories import SEQ2SEQ_METHODS, make_t5, peft_seq2seq_greedy, peft_seq2seq_scores
@@ -28,6 +30,7 @@ TASKS: dict[str, tuple[str, int]] = {
     "prompt_tuning_long": ("prompt_tuning", 11),
     "p_tuning_mlp": ("p_tuning_mlp", 5),
     "p_tuning_lstm": ("p_tuning_lstm", 4),
+    "multitask": ("multitask", 4),
     "prefix": ("prefix", 5),
     "prefix_projection": ("prefix_projection", 9),
 }
@@ -49,6 +52,22 @@ class T5Zoo:
     def peft(self, task: str | None) -> torch.nn.Module:
         return self.peft_models[task] if task else self.base
 
+    def answer(self, row: Row) -> tuple[list[int], torch.Tensor]:
+        """PEFT's greedy tokens and first logits for the row alone."""
+        return peft_seq2seq_greedy(self.peft(row.task), row.input_ids, MAX_NEW_TOKENS, task_index=row.peft_index)
+
+
+@dataclass(frozen=True)
+class Row:
+    task: str | None
+    input_ids: list[int]
+    task_index: int = 0
+
+    @property
+    def peft_index(self) -> int | None:
+        """PEFT takes `task_ids` for multitask prompts only."""
+        return self.task_index if self.task == "multitask" else None
+
 
 @pytest.fixture(scope="session")
 def t5_zoo(tmp_path_factory: pytest.TempPathFactory) -> T5Zoo:
@@ -66,26 +85,32 @@ def close(found: torch.Tensor, expected: torch.Tensor, rel: float) -> bool:
     return bool((found - expected).abs().max() <= rel * expected.abs().max())
 
 
-# A request alone is bit-exact against PEFT. In a batch, float32 rounding differs with the matrix
-# shapes and this deliberately unsmooth random model amplifies it: PEFT's own forward on a batch of
-# two identical rows (no padding at all) already differs from that row alone by up to 8e-5 relative.
-ALONE, BATCHED = 1e-6, 2e-4
+# A request alone matches PEFT to float32 rounding. In a batch, rounding differs with the matrix
+# shapes, and this deliberately unsmooth random model (T5 does not scale attention scores, and its
+# weights are scaled up) amplifies it: PEFT's own forward on a batch of two identical rows, with no
+# padding at all, differs from that row alone by up to 7.8e-4 relative on the multitask row here.
+# A prefix in the wrong slots moves the logits by far more (see the tests below).
+ALONE, BATCHED = 1e-6, 2e-3
 
 
-def mixed_rows(seed: int = 0) -> list[tuple[str | None, list[int]]]:
-    """Every method, some tasks twice, base-model rows, ragged inputs."""
+def mixed_rows(seed: int = 0) -> list[Row]:
+    """Every method, some tasks twice, two sub-tasks of one multitask prompt, base-model rows, ragged inputs."""
     generator = torch.Generator().manual_seed(seed)
-    tasks: list[str | None] = [*TASKS, None, "prefix", "prompt_tuning", None]
+    tasks: list[tuple[str | None, int]] = [(task, 0) for task in TASKS]
+    tasks += [(None, 0), ("prefix", 0), ("multitask", 2), ("prompt_tuning", 0), (None, 0)]
     rows = []
-    for i, task in enumerate(tasks):
+    for i, (task, task_index) in enumerate(tasks):
         length = 1 + (i * 7) % 13
-        rows.append((task, torch.randint(3, VOCAB, (length,), generator=generator).tolist()))
+        rows.append(Row(task, torch.randint(3, VOCAB, (length,), generator=generator).tolist(), task_index))
     return rows
 
 
-def requests(prompts: dict[str, TaskPrompt], rows: list[tuple[str | None, list[int]]]) -> list[Request]:
+def requests(prompts: dict[str, TaskPrompt], rows: list[Row]) -> list[Request]:
     params = SamplingParams(max_new_tokens=MAX_NEW_TOKENS, stop_at_eos=False)
-    return [Request(ids, prompt=prompts[task] if task else None, params=params) for task, ids in rows]
+    return [
+        Request(r.input_ids, prompt=prompts[r.task] if r.task else None, task_index=r.task_index, params=params)
+        for r in rows
+    ]
 
 
 def test_every_row_of_a_mixed_batch_matches_peft_alone(t5_zoo: T5Zoo) -> None:
@@ -93,14 +118,23 @@ def test_every_row_of_a_mixed_batch_matches_peft_alone(t5_zoo: T5Zoo) -> None:
     rows = mixed_rows()
     generations = engine.generate(requests(prompts, rows))
     logits = engine.next_token_logits(requests(prompts, rows))
-    for i, (task, input_ids) in enumerate(rows):
-        tokens, first_logits = peft_seq2seq_greedy(t5_zoo.peft(task), input_ids, MAX_NEW_TOKENS)
-        assert generations[i].token_ids == tokens, f"row {i} task={task}"
-        assert close(logits[i], first_logits, BATCHED), f"row {i} task={task}"
+    for i, row in enumerate(rows):
+        tokens, first_logits = t5_zoo.answer(row)
+        assert generations[i].token_ids == tokens, f"row {i}: {row}"
+        assert close(logits[i], first_logits, BATCHED), f"row {i}: {row}"
         assert generations[i].finish_reason == "length"
-        alone = engine.next_token_logits(requests(prompts, [(task, input_ids)]))[0]
-        assert close(alone, first_logits, ALONE), f"row {i} task={task} alone"
+        alone = engine.next_token_logits(requests(prompts, [row]))[0]
+        assert close(alone, first_logits, ALONE), f"row {i} alone: {row}"
     assert len({tuple(g.token_ids) for g in generations}) > len(rows) // 2, "the rows answer differently"
+
+
+def test_multitask_sub_tasks_differ_and_match_peft(t5_zoo: T5Zoo) -> None:
+    engine, prompts = t5_zoo.engine()
+    rows = [Row("multitask", [7, 7, 1, 200], t) for t in (0, 1, 2)]
+    logits = engine.next_token_logits(requests(prompts, rows))
+    for t, row in enumerate(rows):
+        assert close(logits[t], t5_zoo.answer(row)[1], BATCHED)
+    assert (logits[0] - logits[1]).abs().max() > 1e-2
 
 
 def test_each_artifact_changes_the_answer(t5_zoo: T5Zoo) -> None:
@@ -113,11 +147,25 @@ def test_each_artifact_changes_the_answer(t5_zoo: T5Zoo) -> None:
         assert (with_task - base).abs().max() > 1e-2, task
 
 
+def test_prefix_slots_wrap_modulo_twice_the_layers(t5_zoo: T5Zoo) -> None:
+    """The decoder-only layout (layer l takes slots 2l, 2l+1) is wrong here: PEFT's 4l, 4l+1 mod 2L is right."""
+    engine, prompts = t5_zoo.engine()
+    artifact = load_artifact_dir(t5_zoo.folders["prefix"], engine.base.spec)
+    causal_layout = stored_prefix(artifact, engine.base.spec, engine.base.device, engine.base.dtype)
+    wrong = dataclasses.replace(prompts["prefix"], prefixes=(causal_layout,))
+    row = Row("prefix", [3, 14, 15, 92, 65])
+    expected = t5_zoo.answer(row)[1]
+    logits = engine.next_token_logits([Request(row.input_ids, prompt=prompts["prefix"])])[0]
+    misplaced = engine.next_token_logits([Request(row.input_ids, prompt=wrong)])[0]
+    assert close(logits, expected, ALONE)
+    assert not close(misplaced, expected, 10 * BATCHED)
+
+
 def test_rows_join_and_leave_between_steps(t5_zoo: T5Zoo) -> None:
     """Finished rows leave, new rows (other encoder lengths and prefixes) join; every answer stays exact."""
     engine, prompts = t5_zoo.engine()
     rows = mixed_rows(seed=3)
-    expected = [peft_seq2seq_greedy(t5_zoo.peft(task), ids, MAX_NEW_TOKENS)[0] for task, ids in rows]
+    expected = [t5_zoo.answer(row)[0] for row in rows]
     prefill = [PrefillRow(i, r.input_ids, engine.check(r)) for i, r in enumerate(requests(prompts, rows))]
     runner = engine.runner
     produced: dict[int, list[int]] = {i: [] for i in range(len(rows))}
@@ -144,7 +192,7 @@ def test_rows_join_and_leave_between_steps(t5_zoo: T5Zoo) -> None:
         batch, logits = runner.decode(batch.filter(keep), tokens[keep])
 
     for rid in (0, 2, 5, *range(6, len(rows))):
-        assert produced[rid] == expected[rid], f"request {rid} task={rows[rid][0]}"
+        assert produced[rid] == expected[rid], f"request {rid}: {rows[rid]}"
     for rid in (1, 3, 4):
         assert produced[rid] == expected[rid][:4]
 
@@ -155,9 +203,9 @@ def test_scores_of_continuations_match_peft(t5_zoo: T5Zoo) -> None:
     rows = mixed_rows(seed=5)
     continuations = [[17], [40, 41, 42], [250, 9]]
     scores = engine.score_continuations(requests(prompts, rows), continuations)
-    for i, (task, input_ids) in enumerate(rows):
-        expected = peft_seq2seq_scores(t5_zoo.peft(task), input_ids, continuations)
-        assert close(scores[i], expected, BATCHED), f"row {i} task={task}"
+    for i, row in enumerate(rows):
+        expected = peft_seq2seq_scores(t5_zoo.peft(row.task), row.input_ids, continuations, row.peft_index)
+        assert close(scores[i], expected, BATCHED), f"row {i}: {row}"
 
 
 def test_prefix_artifacts_must_fit_the_decoder(t5_zoo: T5Zoo, tmp_path: Path) -> None:
