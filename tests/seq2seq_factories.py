@@ -8,7 +8,7 @@ import torch
 from peft import MultitaskPromptTuningConfig, PeftConfig, PrefixTuningConfig, PromptEncoderConfig, PromptTuningConfig
 from transformers import AutoModelForSeq2SeqLM, PreTrainedModel, T5Config
 
-from tests.factories import VOCAB
+from tests.factories import VOCAB, greedy_loop
 
 START_TOKEN_ID = 0  # T5 starts the decoder with its pad token
 
@@ -87,18 +87,11 @@ def peft_seq2seq_greedy(
 ) -> tuple[list[int], torch.Tensor]:
     """PEFT's answer for one request alone: `forward` over the encoder input and the whole decoder sequence
     each step, no cache. Returns the greedy tokens and the first step's logits [V]."""
-    decoded = [START_TOKEN_ID]
-    first_logits = None
-    for _ in range(max_new_tokens):
-        logits = peft_forward(model, input_ids, decoded, task_index)[-1]
-        if first_logits is None:
-            first_logits = logits
-        token = int(logits.argmax())
-        decoded.append(token)
-        if token in eos_token_ids:
-            break
-    assert first_logits is not None
-    return decoded[1:], first_logits
+    return greedy_loop(
+        lambda generated: peft_forward(model, input_ids, [START_TOKEN_ID, *generated], task_index)[-1],
+        max_new_tokens,
+        eos_token_ids,
+    )
 
 
 @torch.no_grad()

@@ -19,7 +19,7 @@ from prompt_store.artifact import Artifact
 from prompt_store.errors import UnsupportedMethod
 from prompt_store.spec import ModelSpec
 from server.prompts.build import virtual_embeddings
-from server.prompts.forms import PrefixKV, PromptEmbeddings, TaskPrompt
+from server.prompts.forms import PrefixKV, PromptEmbeddings, RowForm, TaskPrompt
 
 
 def decoder_prefix(artifact: Artifact, spec: ModelSpec, device: torch.device, dtype: torch.dtype) -> PrefixKV:
@@ -52,3 +52,10 @@ def seq2seq_task_prompt(
         )
     prefix = decoder_prefix(artifact, spec, device, dtype)
     return TaskPrompt(artifact.peft_type, artifact.sha256, prefixes=(prefix,), embeddings=None)
+
+
+def seq2seq_form_name(form: RowForm) -> str:
+    """The runtime form a task is served with on an encoder-decoder, as `/v1/prompts` reports it."""
+    if isinstance(form, PrefixKV):
+        return "decoder_prefix_kv"
+    return "encoder_embeddings" if form.decoder is None else "encoder_and_decoder_embeddings"

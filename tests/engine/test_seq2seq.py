@@ -17,9 +17,10 @@ from server.engine.engine import Engine, Request
 from server.engine.model import wrap_model
 from server.engine.runner import PrefillRow
 from server.engine.sampling import SamplingParams
-from server.engine.seq2seq_batch import Seq2SeqBatch
 from server.prompts.build import stored_prefix
 from server.prompts.forms import TaskPrompt
+from server.prompts.seq2seq_forms import seq2seq_form_name
+from tests.engine.join_leave import assert_join_and_leave, join_and_leave
 from tests.factories import VOCAB, load_peft, save_artifact
 from tests.seq2seq_factories import SEQ2SEQ_METHODS, make_t5, peft_seq2seq_greedy, peft_seq2seq_scores
 
@@ -137,6 +138,20 @@ def test_multitask_sub_tasks_differ_and_match_peft(t5_zoo: T5Zoo) -> None:
     assert (logits[0] - logits[1]).abs().max() > 1e-2
 
 
+def test_runtime_forms_are_named_by_where_they_go(t5_zoo: T5Zoo) -> None:
+    _, prompts = t5_zoo.engine()
+    names = {task: seq2seq_form_name(prompt.prefixes[0]) for task, prompt in prompts.items()}
+    assert names == {
+        "prompt_tuning": "encoder_embeddings",
+        "prompt_tuning_long": "encoder_embeddings",
+        "p_tuning_mlp": "encoder_embeddings",
+        "p_tuning_lstm": "encoder_embeddings",
+        "multitask": "encoder_and_decoder_embeddings",
+        "prefix": "decoder_prefix_kv",
+        "prefix_projection": "decoder_prefix_kv",
+    }
+
+
 def test_each_artifact_changes_the_answer(t5_zoo: T5Zoo) -> None:
     """A server that ignored the prompt, or gave a prefix to the wrong layers, would fail the test above."""
     engine, prompts = t5_zoo.engine()
@@ -167,34 +182,8 @@ def test_rows_join_and_leave_between_steps(t5_zoo: T5Zoo) -> None:
     rows = mixed_rows(seed=3)
     expected = [t5_zoo.answer(row)[0] for row in rows]
     prefill = [PrefillRow(i, r.input_ids, engine.check(r)) for i, r in enumerate(requests(prompts, rows))]
-    runner = engine.runner
-    produced: dict[int, list[int]] = {i: [] for i in range(len(rows))}
-
-    def step(batch: Seq2SeqBatch, logits: torch.Tensor) -> torch.Tensor:
-        tokens = logits.argmax(-1)
-        for row, token in enumerate(tokens.tolist()):
-            produced[batch.request_ids[row]].append(token)
-        return tokens
-
-    batch, logits = runner.prefill(prefill[:6])
-    for _ in range(3):
-        tokens = step(batch, logits)
-        batch, logits = runner.decode(batch, tokens)
-    tokens = step(batch, logits)
-    batch, logits = runner.decode(batch.filter([0, 2, 5]), tokens[[0, 2, 5]])  # rows 1, 3, 4 leave
-    newcomers, new_logits = runner.prefill(prefill[6:])
-    batch, logits = Seq2SeqBatch.concatenate([batch, newcomers]), torch.cat([logits, new_logits])
-    while len(batch):
-        tokens = step(batch, logits)
-        keep = [r for r, rid in enumerate(batch.request_ids) if len(produced[rid]) < MAX_NEW_TOKENS]
-        if not keep:
-            break
-        batch, logits = runner.decode(batch.filter(keep), tokens[keep])
-
-    for rid in (0, 2, 5, *range(6, len(rows))):
-        assert produced[rid] == expected[rid], f"request {rid}: {rows[rid]}"
-    for rid in (1, 3, 4):
-        assert produced[rid] == expected[rid][:4]
+    produced = join_and_leave(engine.runner, prefill, MAX_NEW_TOKENS)
+    assert_join_and_leave(produced, expected, "t5")
 
 
 def test_scores_of_continuations_match_peft(t5_zoo: T5Zoo) -> None:
