@@ -38,7 +38,10 @@ def _first_used_column(mask: torch.Tensor) -> int:
 
 @dataclass(frozen=True)
 class Seq2SeqBatch(Batch):
-    """`Batch`'s fields hold the decoder side (`kv` is its self-attention state); the rest is the encoder's."""
+    """`Batch`'s fields hold the decoder side (`kv` is its self-attention state); the rest is the encoder's.
+
+    `next_positions` counts each row's decoder prefix and tokens so far; T5 takes no position ids.
+    """
 
     encoder_states: torch.Tensor  # [B, E, D] encoder output
     encoder_mask: torch.Tensor  # [B, E] int64, 1 = real encoder position
