@@ -29,6 +29,12 @@ def require_equal(field: str, expected: Any, found: Any, hint: str = "") -> None
         raise ArtifactMismatch(field, expected, found, hint)
 
 
+def require_decoder_rows(config: dict[str, Any], spec: ModelSpec) -> None:
+    """On an encoder-decoder, methods that also give the decoder rows need PEFT's two-submodule layout."""
+    if spec.is_encoder_decoder:
+        require_equal("num_transformer_submodules", 2, config["num_transformer_submodules"], "encoder-decoder")
+
+
 class PromptMethod:
     """A prompt-learning method: config checks and the tensors its file must hold."""
 
@@ -58,7 +64,10 @@ class PromptMethod:
 
     def runtime_form(self, kind: str, places_prompt: bool) -> str:
         """The device form it is served from (DESIGN.md §2): a prefix of keys/values computed once where
-        the virtual tokens come first in a causal model, else the embeddings themselves."""
+        the virtual tokens come first in a causal model, else the embeddings themselves. On an
+        encoder-decoder, prefixes go to the decoder and embeddings before the encoder input."""
+        if kind == "seq2seq":
+            return "decoder_prefix_kv" if self.is_prefix else "encoder_embeddings"
         if self.is_prefix or (kind == "causal" and not places_prompt):
             return "prefix_kv"
         return "embeddings"
@@ -98,6 +107,7 @@ class MultitaskPromptTuning(PromptMethod):
 
     def check_dims(self, config: dict[str, Any], spec: ModelSpec) -> None:
         super().check_dims(config, spec)
+        require_decoder_rows(config, spec)
         require_int(config, "num_tasks", 1, MAX_SUB_TASKS)
         require_int(config, "num_ranks", 1, MAX_RANK)
 
@@ -112,6 +122,11 @@ class MultitaskPromptTuning(PromptMethod):
     def num_tasks(self, config: dict[str, Any]) -> int:
         return int(config["num_tasks"])
 
+    def runtime_form(self, kind: str, places_prompt: bool) -> str:
+        # On an encoder-decoder PEFT puts the sub-task's second N rows before the decoder's first token.
+        form = super().runtime_form(kind, places_prompt)
+        return "encoder_and_decoder_embeddings" if form == "encoder_embeddings" else form
+
 
 class PrefixTuning(PromptMethod):
     """Final per-layer keys and values; a `prefix_projection` MLP was applied at save time."""
@@ -120,6 +135,7 @@ class PrefixTuning(PromptMethod):
     is_prefix = True
 
     def check_dims(self, config: dict[str, Any], spec: ModelSpec) -> None:
+        require_decoder_rows(config, spec)
         require_equal("num_layers", spec.num_layers, config.get("num_layers"), "the model's layer count")
         require_equal(
             "num_attention_heads",

@@ -120,9 +120,14 @@ def make_model(arch: str, seed: int = 0) -> PreTrainedModel:
 def make_artifact(base: PreTrainedModel, method: str, num_virtual_tokens: int, folder: Path, seed: int) -> Path:
     """Train nothing, but give every prompt parameter non-trivial random values, then save as PEFT does."""
     config = {**METHODS, **ADAPTER_METHODS}[method](num_virtual_tokens)
+    return save_artifact(base, config, folder, seed)
+
+
+def save_artifact(base: PreTrainedModel, config: PeftConfig, folder: Path, seed: int) -> Path:
+    """`make_artifact` for any PEFT config."""
     peft_model = get_peft_model(copy.deepcopy(base), config)
     generator = torch.Generator().manual_seed(seed)
-    if method in ADAPTER_METHODS:  # the prompts and the gates (zero-initialised, which would hide the adapter)
+    if config.peft_type == "ADAPTION_PROMPT":  # the prompts and the gates (zero-initialised, hiding the adapter)
         trained = [p for name, p in peft_model.named_parameters() if ".adaption_" in name]
     else:
         trained = list(peft_model.prompt_encoder.parameters())
@@ -154,20 +159,30 @@ def peft_greedy(
     Returns the greedy tokens and the first step's logits [V]. (PEFT's `generate` is not used:
     it drops prefix-tuning prefixes on rotary models, see DESIGN.md §1.)
     """
-    sequence = list(input_ids)
+    kwargs = {"task_ids": torch.tensor([task_index])} if task_index is not None else {}
+
+    def next_logits(generated: list[int]) -> torch.Tensor:
+        ids = torch.tensor([[*input_ids, *generated]])
+        return model(input_ids=ids, attention_mask=torch.ones_like(ids), **kwargs).logits[0, -1].float()
+
+    return greedy_loop(next_logits, max_new_tokens, eos_token_ids)
+
+
+def greedy_loop(
+    next_logits: Callable[[list[int]], torch.Tensor], max_new_tokens: int, eos_token_ids: frozenset[int]
+) -> tuple[list[int], torch.Tensor]:
+    """Greedy tokens from `next_logits(tokens so far)` ([V]), and the first step's logits."""
+    generated: list[int] = []
     first_logits = None
     for _ in range(max_new_tokens):
-        ids = torch.tensor([sequence])
-        kwargs = {"task_ids": torch.tensor([task_index])} if task_index is not None else {}
-        logits = model(input_ids=ids, attention_mask=torch.ones_like(ids), **kwargs).logits[0, -1].float()
+        logits = next_logits(generated)
         if first_logits is None:
             first_logits = logits
-        token = int(logits.argmax())
-        sequence.append(token)
-        if token in eos_token_ids:
+        generated.append(int(logits.argmax()))
+        if generated[-1] in eos_token_ids:
             break
     assert first_logits is not None
-    return sequence[len(input_ids) :], first_logits
+    return generated, first_logits
 
 
 CORPUS = [

@@ -79,7 +79,9 @@ class EngineCore:
         """Check and queue a request; raises a typed error (bad request, too long, queue full)."""
         prompt = self.engine.check(request)
         tokenizer = self.engine.tokenizer
-        text = TextStream(tokenizer, request.input_ids, request.params.stop) if tokenizer else None
+        # A decoder's text starts fresh: the input went to the encoder, so it is no context for decoding.
+        context = () if self.engine.base.spec.is_encoder_decoder else request.input_ids
+        text = TextStream(tokenizer, context, request.params.stop) if tokenizer else None
         virtual = prompt.num_virtual_tokens
         with self._lock:
             sequence = Sequence(next(self._ids), request, prompt, RowSampler(request.params), text)
@@ -152,7 +154,7 @@ class EngineCore:
         if self.batch is None or self.logits is None:
             self.batch, self.logits = batch, logits
         else:
-            self.batch = Batch.concatenate([self.batch, batch])
+            self.batch = type(self.batch).concatenate([self.batch, batch])
             self.logits = torch.cat([self.logits, logits])
 
     def _drop_cancelled(self, events: list[Event]) -> None:

@@ -110,7 +110,8 @@ class EncoderRunner:
 
 def prefix_of(request: Request) -> PrefixKV | None:
     prompt = request.prompt
-    return prompt.prefixes[request.task_index] if prompt is not None and prompt.prefixes else None
+    form = prompt.prefixes[request.task_index] if prompt is not None and prompt.prefixes else None
+    return form if isinstance(form, PrefixKV) else None
 
 
 def virtual_of(request: Request) -> torch.Tensor | None:

@@ -19,10 +19,12 @@ from server.engine.model import BaseModel
 from server.engine.request import Generation, Request
 from server.engine.runner import NO_PROMPT, ModelRunner, PrefillRow, RowPrompt
 from server.engine.scheduler import SchedulerConfig
+from server.engine.seq2seq import Seq2SeqRunner
 from server.errors import ContextTooLong, InvalidRequest
 from server.prompts.build import build_task_prompt
 from server.prompts.encoder_forms import build_encoder_prompt
-from server.prompts.forms import TaskPrompt
+from server.prompts.forms import PrefixKV, TaskPrompt
+from server.prompts.seq2seq_forms import seq2seq_task_prompt
 
 __all__ = ["Engine", "Generation", "Request"]
 
@@ -33,15 +35,19 @@ class Engine:
     def __init__(self, base: BaseModel, tokenizer: Tokenizer | None = None) -> None:
         self.base = base
         self.tokenizer = tokenizer
-        self.runner = ModelRunner(base)
+        self.runner: ModelRunner | Seq2SeqRunner = (
+            Seq2SeqRunner(base) if base.spec.kind == "seq2seq" else ModelRunner(base)
+        )
         # Encoder classifiers have no next-token logits: they only classify, each row with its task's head.
         self.encoder = EncoderRunner(base) if base.spec.kind == "encoder" else None
 
     def build_prompt(self, artifact: Artifact) -> TaskPrompt:
         """Every runtime form of a validated artifact, computed once, on the model's device."""
-        if self.encoder is not None:
-            return build_encoder_prompt(artifact, self.base.spec, self.base.device, self.base.dtype)
         base, runner = self.base, self.runner
+        if self.encoder is not None:
+            return build_encoder_prompt(artifact, base.spec, base.device, base.dtype)
+        if isinstance(runner, Seq2SeqRunner):
+            return seq2seq_task_prompt(artifact, base.spec, runner.num_decoder_layers, base.device, base.dtype)
         return build_task_prompt(
             artifact, base.spec, runner.encode_prompt, base.device, base.dtype, project=runner.project_adapter
         )
@@ -136,8 +142,11 @@ class Engine:
         check_task_index(prompt, index)
         if prompt.adapter is not None:
             return RowPrompt(adapter=prompt.adapter)
+        form = prompt.prefixes[index]
         if request.prompt_at is None:
-            return RowPrompt(prefix=prompt.prefixes[index])
+            return RowPrompt(prefix=form) if isinstance(form, PrefixKV) else RowPrompt(encoder=form)
+        if self.base.spec.kind != "causal":
+            raise InvalidRequest("prompt_at: virtual tokens are placed inside the input on causal models only")
         if prompt.embeddings is None:
             raise InvalidRequest(
                 f"{prompt.peft_type} stores keys and values, not embeddings: its virtual tokens can only "

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from transformers import DynamicCache
+from transformers import DynamicCache, EncoderDecoderCache
 from transformers.cache_utils import DynamicLayer
 from transformers.utils import ModelOutput
 
@@ -103,3 +103,18 @@ def prefix_from_output(output: ModelOutput) -> PrefixKV:
     """The single row of a cache the model filled by running over a prompt alone."""
     state = KVState.from_output(output)
     return PrefixKV(tuple(k[0].contiguous() for k in state.keys), tuple(v[0].contiguous() for v in state.values))
+
+
+def encoder_decoder_kwargs(self_kv: KVState, cross_kv: KVState) -> dict[str, object]:
+    """Model kwargs for an encoder-decoder forward: the decoder's self-attention state, which it extends,
+    and its cross-attention keys/values, which it reuses (empty: computed from the encoder output)."""
+    # The cache marks a layer's cross-attention "updated" exactly when it holds keys, so a non-empty
+    # `cross_kv` is reused as is and an empty one is filled once from the encoder output.
+    return {"cache": EncoderDecoderCache(self_kv.to_cache(), cross_kv.to_cache()), "use_cache": True}
+
+
+def encoder_decoder_states(output: ModelOutput) -> tuple[KVState, KVState]:
+    """(self-attention, cross-attention) states after a forward given `encoder_decoder_kwargs`."""
+    cache = output["cache"]
+    assert isinstance(cache, EncoderDecoderCache)
+    return KVState.from_cache(cache.self_attention_cache), KVState.from_cache(cache.cross_attention_cache)

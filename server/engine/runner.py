@@ -12,25 +12,28 @@ from server.engine.adaption import FAMILIES, AdapterHooks
 from server.engine.batch import Batch
 from server.engine.kv_cache import KVState, prefix_from_output
 from server.engine.model import BaseModel
-from server.prompts.forms import AdaptionPrompt, PrefixKV
+from server.prompts.forms import AdaptionPrompt, PrefixKV, PromptEmbeddings
 
 PAD_TOKEN_ID = 0  # any valid id: pad positions are masked out and never sampled
 
 
 @dataclass(frozen=True)
 class RowPrompt:
-    """What one row's task adds to it: at most one of a prefix, inline embeddings or an adapter."""
+    """What one row's task adds to it: at most one of a prefix, inline embeddings, an adapter or
+    (encoder-decoder) embeddings before the encoder input."""
 
     prefix: PrefixKV | None = None  # virtual tokens before the input, as keys/values computed once
     inline: torch.Tensor | None = None  # [N, D] virtual-token embeddings placed among the input tokens
     inline_at: int = 0  # how many input tokens come before `inline`
     adapter: AdaptionPrompt | None = None  # LLaMA-Adapter: no positions, an extra attention term
+    encoder: PromptEmbeddings | None = None  # encoder-decoder: before the encoder input (and the decoder's start)
 
     @property
     def num_virtual_tokens(self) -> int:
-        """Positions the prompt takes in the row's sequence."""
-        if self.prefix is not None:
-            return self.prefix.num_virtual_tokens
+        """Positions the prompt takes in the row's sequence (its encoder's, on an encoder-decoder)."""
+        form = self.prefix or self.encoder
+        if form is not None:
+            return form.num_virtual_tokens
         return 0 if self.inline is None else self.inline.shape[0]
 
 

@@ -22,14 +22,18 @@ EncodePrompt = Callable[[torch.Tensor], PrefixKV]  # [N, D] embeddings -> prefix
 ProjectAdapter = Callable[[int, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
-def virtual_embeddings(artifact: Artifact) -> list[torch.Tensor]:
-    """The fp32 virtual-token embeddings per sub-task: a list of [N, D]."""
+def virtual_embeddings(artifact: Artifact, part: int = 0) -> list[torch.Tensor]:
+    """The fp32 virtual-token embeddings per sub-task: a list of [N, D].
+
+    Seq2seq artifacts store S*N rows; the first N (`part` 0) are the ones PEFT puts before the input;
+    an encoder-decoder's multitask prompt gives the next N (`part` 1) to the decoder.
+    """
     n = artifact.num_virtual_tokens
-    # Seq2seq artifacts store S*N rows; the first N are the ones PEFT puts before the input.
-    shared = torch.from_numpy(artifact.tensors["prompt_embeddings"][:n].copy())  # [N, D]
+    rows_of_part = slice(part * n, (part + 1) * n)
+    shared = torch.from_numpy(artifact.tensors["prompt_embeddings"][rows_of_part].copy())  # [N, D]
     if artifact.peft_type != "MULTITASK_PROMPT_TUNING":
         return [shared]
-    cols = torch.from_numpy(artifact.tensors["prefix_task_cols"][:, :n].copy())  # [T, N, r]
+    cols = torch.from_numpy(artifact.tensors["prefix_task_cols"][:, rows_of_part].copy())  # [T, N, r]
     rows = torch.from_numpy(artifact.tensors["prefix_task_rows"].copy())  # [T, r, D]
     return [shared * (cols[t] @ rows[t]) for t in range(artifact.num_tasks)]
 

@@ -32,6 +32,8 @@ class PromptEmbeddings:
     """Virtual-token embeddings, inserted into `inputs_embeds` where a prefix cannot stand in."""
 
     embeddings: torch.Tensor  # [N, D], float32 as trained
+    # [N, D]: virtual tokens before the decoder's first token (encoder-decoder multitask prompts only).
+    decoder: torch.Tensor | None = None
 
     @property
     def num_virtual_tokens(self) -> int:
@@ -39,7 +41,13 @@ class PromptEmbeddings:
 
     @property
     def nbytes(self) -> int:
-        return self.embeddings.numel() * self.embeddings.element_size()
+        tensors = [self.embeddings] if self.decoder is None else [self.embeddings, self.decoder]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+
+# The form one row of a batch is served with: a prefix KV, or (encoder-decoder prompt tuning)
+# embeddings placed before the encoder input.
+RowForm = PrefixKV | PromptEmbeddings
 
 
 @dataclass(frozen=True)
@@ -70,7 +78,7 @@ class TaskPrompt:
 
     peft_type: str
     sha256: str
-    prefixes: tuple[PrefixKV, ...]  # indexed by task_index; empty for adaption prompts
+    prefixes: tuple[RowForm, ...]  # indexed by task_index; embeddings on encoder-decoders; empty for adapters
     embeddings: tuple[PromptEmbeddings, ...] | None  # None for prefix tuning, which has no embeddings
     adapter: AdaptionPrompt | None = None
 
@@ -86,5 +94,6 @@ class TaskPrompt:
 
     @property
     def nbytes(self) -> int:
+        # An encoder-decoder prompt serves its embeddings directly: count each form once.
         forms: list[Form] = [*self.prefixes, *(self.embeddings or ()), *([self.adapter] if self.adapter else [])]
-        return sum(form.nbytes for form in forms)
+        return sum(form.nbytes for form in {id(form): form for form in forms}.values())

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from server.engine.batch import Batch
 from server.engine.runner import PrefillRow
 from tests.conftest import TASKS, TaskRequest, Zoo
+from tests.engine.join_leave import assert_join_and_leave, join_and_leave
 from tests.factories import VOCAB, peft_greedy
 
 MAX_NEW_TOKENS = 8
@@ -75,33 +75,8 @@ def test_rows_join_and_leave_between_steps(zoo: Zoo) -> None:
         PrefillRow(i, r.input_ids, served.engine.check(served.request(r.input_ids, r.task, **r.options)))
         for i, r in enumerate(requests)
     ]
-    produced: dict[int, list[int]] = {i: [] for i in range(len(requests))}
-
-    def step(batch: Batch, logits: torch.Tensor) -> torch.Tensor:
-        tokens = logits.argmax(-1)
-        for row, token in enumerate(tokens.tolist()):
-            produced[batch.request_ids[row]].append(token)
-        return tokens
-
-    batch, logits = runner.prefill(rows[:6])
-    for _ in range(3):
-        tokens = step(batch, logits)
-        batch, logits = runner.decode(batch, tokens)
-    tokens = step(batch, logits)
-    batch, logits = runner.decode(batch.filter([0, 2, 5]), tokens[[0, 2, 5]])  # rows 1, 3, 4 leave
-    newcomers, new_logits = runner.prefill(rows[6:])
-    batch, logits = Batch.concatenate([batch, newcomers]), torch.cat([logits, new_logits])
-    while len(batch):
-        tokens = step(batch, logits)
-        keep = [r for r, rid in enumerate(batch.request_ids) if len(produced[rid]) < MAX_NEW_TOKENS]
-        if not keep:
-            break
-        batch, logits = runner.decode(batch.filter(keep), tokens[keep])
-
-    for rid in (0, 2, 5, *range(6, len(requests))):
-        assert produced[rid] == expected[rid], f"{zoo.arch} request {rid}"
-    for rid in (1, 3, 4):
-        assert produced[rid] == expected[rid][:4]
+    produced = join_and_leave(runner, rows, MAX_NEW_TOKENS)
+    assert_join_and_leave(produced, expected, zoo.arch)
 
 
 def test_prompt_kv_is_computed_once_per_task(zoo: Zoo) -> None:
