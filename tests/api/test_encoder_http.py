@@ -139,3 +139,11 @@ def test_upload_refuses_a_card_whose_labels_do_not_fit_the_head(site: EncoderSit
     assert response.json()["error"]["type"] == "artifact_mismatch"
     assert "3 labels" in response.json()["error"]["message"]
     assert httpx.get(f"{site.server.url}/v1/prompts/mislabelled", headers=ADMIN).status_code == 404
+
+
+def test_prompts_report_the_encoder_forms(site: EncoderSite) -> None:
+    listed = {p["task"]: p for p in httpx.get(f"{site.server.url}/v1/prompts").json()["prompts"]}
+    for task, (method, *_) in TASKS.items():
+        expected = "embeddings" if method == "prompt_tuning" else "prefix_kv"  # p_tuning_v2 is a prefix
+        record = listed[task]
+        assert (record["family"], record["model_kind"], record["runtime_form"]) == ("bert", "encoder", expected)

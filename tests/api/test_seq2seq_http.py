@@ -152,3 +152,15 @@ def test_uploads_that_do_not_fit_an_encoder_decoder_are_refused(
         assert response.status_code == 422, (task, response.text)
         assert response.json()["error"]["type"] == expected_types[task], response.text
         assert httpx.get(f"{t5_server.url}/v1/prompts/{task}").status_code == 404
+
+
+def test_prompts_report_the_encoder_decoder_forms(t5_server: LiveServer) -> None:
+    listed = {p["task"]: p for p in httpx.get(f"{t5_server.url}/v1/prompts").json()["prompts"]}
+    forms = {task: (listed[task]["model_kind"], listed[task]["runtime_form"]) for task in ARTIFACTS}
+    assert forms == {
+        "pt": ("seq2seq", "encoder_embeddings"),
+        "prefix": ("seq2seq", "decoder_prefix_kv"),
+        "lstm": ("seq2seq", "encoder_embeddings"),
+        "mpt": ("seq2seq", "encoder_and_decoder_embeddings"),
+    }
+    assert {listed[task]["family"] for task in ARTIFACTS} == {"t5"}
