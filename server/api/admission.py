@@ -8,13 +8,14 @@ left, or `shutdown_timeout` has passed, uvicorn closes the port and the process 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import time
 from types import FrameType
 
 import uvicorn
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.api.errors import error_response
 
@@ -58,8 +59,22 @@ class AdmissionMiddleware:
             await refuse(scope, receive, send)
             return
         self.admission.running += 1
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, tracked)
+        except asyncio.CancelledError:
+            # The shutdown timeout ran out and uvicorn cancels what still runs: say so, rather
+            # than the bare 500 uvicorn would send for a request that never answered.
+            if not started:
+                message = "this replica shut down before the request finished; send it again"
+                await error_response(503, "shutting_down", message)(scope, receive, send)
+            raise
         finally:
             self.admission.running -= 1
 
