@@ -43,6 +43,7 @@ class Dockerfile:
     """The instructions of a Dockerfile that say what its container runs."""
 
     env: dict[str, str] = field(default_factory=dict)
+    copies: dict[str, Path] = field(default_factory=dict)  # path in the image -> file in this repository
     runs: list[str] = field(default_factory=list)
     entrypoint: list[str] = field(default_factory=list)
     healthcheck: list[str] = field(default_factory=list)
@@ -57,6 +58,9 @@ def read_dockerfile(name: str) -> Dockerfile:
         instruction, _, rest = line.strip().partition(" ")
         if instruction == "ENV":
             parsed.env.update(pair.split("=", 1) for pair in shlex.split(rest))  # type: ignore[misc]
+        elif instruction == "COPY" and len(rest.split()) == 2:
+            source, target = rest.split()
+            parsed.copies[target] = DOCKER.parent / source
         elif instruction == "RUN":
             parsed.runs.append(rest)
         elif instruction == "ENTRYPOINT":
