@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
@@ -13,6 +16,8 @@ import httpx
 from tests.api.conftest import ADMIN_KEY
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+NEW_TOKENS = 8
+IN_FLIGHT = "promptswap_http_requests_in_flight"
 FILES = ("adapter_config.json", "adapter_model.safetensors")
 T = TypeVar("T")
 
@@ -53,3 +58,35 @@ def wait_for(probe: Callable[[], T], accept: Callable[[T], bool], what: str, tim
             return answer
         assert time.monotonic() < deadline, f"waited {timeout} s for {what}; last answer: {answer!r}"
         time.sleep(0.02)
+
+
+def refused(response: httpx.Response) -> bool:
+    """A draining replica's answer: 503 `shutting_down`."""
+    return response.status_code == 503 and response.json()["error"]["type"] == "shutting_down"
+
+
+class Held:
+    """A POST whose body's second half waits for `release()`; `result()` is its response (or error)."""
+
+    def __init__(self, pool: ThreadPoolExecutor, url: str, body: bytes, headers: dict[str, str]) -> None:
+        self.gate = threading.Event()
+        self.future: Future[httpx.Response] = pool.submit(self._send, url, body, headers)
+
+    def _send(self, url: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
+        def parts() -> Iterator[bytes]:
+            yield body[: len(body) // 2]
+            self.gate.wait(timeout=120)
+            yield body[len(body) // 2 :]
+
+        return httpx.post(url, content=parts(), headers=headers, timeout=120)
+
+    def release(self) -> None:
+        self.gate.set()
+
+    def result(self) -> httpx.Response:
+        return self.future.result(timeout=120)
+
+
+def held_generate(pool: ThreadPoolExecutor, url: str, task: str, text: str, stream: bool) -> Held:
+    body = {"task": task, "inputs": text, "parameters": {"max_new_tokens": NEW_TOKENS}, "stream": stream}
+    return Held(pool, f"{url}/v1/generate", json.dumps(body).encode(), {"content-type": "application/json"})

@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.api.conftest import Site
-from tests.deploy.calls import ADMIN, FILES, metric, wait_for
+from tests.deploy.calls import ADMIN, FILES, IN_FLIGHT, held_generate, metric, refused, wait_for
 from tests.deploy.compose import DOCKER
-from tests.deploy.conftest import Cluster
+from tests.deploy.conftest import Cluster, replica_environment
+from tests.live_server import live_server
 from tests.redis_server import free_port
 
 REPLICA = "x-promptswap-replica"
@@ -43,14 +47,15 @@ http {{
     return folder / "nginx.conf"
 
 
-@pytest.fixture(scope="module")
-def balancer(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+@contextmanager
+def nginx(folder: Path, replicas: list[str]) -> Iterator[str]:
+    """A real nginx with the compose file's site in front of `replicas`; yields its URL."""
     binary = shutil.which("nginx") or "/usr/sbin/nginx"
     assert Path(binary).exists(), "nginx is not installed (.ci/run installs nginx-light)"
-    folder = tmp_path_factory.mktemp("nginx")
+    folder.mkdir(parents=True, exist_ok=True)
     folder.chmod(0o777)  # nginx workers may run as another user
     port = free_port()
-    config = nginx_config(folder, port, [cluster.a.url, cluster.b.url])
+    config = nginx_config(folder, port, replicas)
     command = [binary, "-p", str(folder), "-c", str(config), "-e", str(folder / "error.log")]
     checked = subprocess.run([*command, "-t"], capture_output=True, text=True)
     assert checked.returncode == 0, checked.stderr
@@ -64,6 +69,12 @@ def balancer(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iter
         process.wait(timeout=30)
 
 
+@pytest.fixture(scope="module")
+def balancer(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with nginx(tmp_path_factory.mktemp("nginx"), [cluster.a.url, cluster.b.url]) as url:
+        yield url
+
+
 def _answers(url: str) -> bool:
     try:
         return httpx.get(url, timeout=2).status_code == 200
@@ -71,14 +82,21 @@ def _answers(url: str) -> bool:
         return False
 
 
-def test_a_task_stays_on_the_replica_that_took_its_upload(balancer: str, cluster: Cluster, site: Site) -> None:
+def upload_tasks(balancer: str, site: Site, prefix: str) -> dict[str, str]:
+    """Upload 16 tasks through nginx; which replica took each (16 tasks land on both of two replicas,
+    but for a chance of 2 in 65,536 set by where the free ports fall on the hash ring)."""
     files = {name: (name, (site.artifacts["pt"] / name).read_bytes()) for name in FILES}
     home = {}
     for i in range(16):
-        uploaded = httpx.post(f"{balancer}/v1/prompts/routed-{i}", files=files, headers=ADMIN, timeout=60)
+        uploaded = httpx.post(f"{balancer}/v1/prompts/{prefix}-{i}", files=files, headers=ADMIN, timeout=60)
         assert uploaded.status_code == 201, uploaded.text
-        home[f"routed-{i}"] = uploaded.headers[REPLICA]
+        home[f"{prefix}-{i}"] = uploaded.headers[REPLICA]
     assert len(set(home.values())) == 2, "consistent hashing spreads tasks over both replicas"
+    return home
+
+
+def test_a_task_stays_on_the_replica_that_took_its_upload(balancer: str, cluster: Cluster, site: Site) -> None:
+    home = upload_tasks(balancer, site, "routed")
 
     misses = {url: metric(url, MISSES) for url in (cluster.a.url, cluster.b.url)}
     expected = site.peft_tokens("pt", "The film was", 4)
@@ -104,3 +122,44 @@ def test_streams_pass_through_nginx_whole(balancer: str, cluster: Cluster, site:
     assert events[-1] == "[DONE]"
     tokens = [json.loads(e)["token_id"] for e in events[:-1] if "token_id" in json.loads(e)]
     assert tokens == site.peft_tokens("prefix", "Awful plot", 12)
+
+
+def test_a_draining_replicas_requests_go_to_the_next_one(cluster: Cluster, site: Site, tmp_path: Path) -> None:
+    env = replica_environment(site.model_dir, cluster.redis.url, tmp_path, PROMPTSWAP_SHUTDOWN_TIMEOUT="120")
+    with (
+        live_server(log_dir=tmp_path, env=env) as leaving,
+        nginx(tmp_path / "nginx", [leaving.url, cluster.a.url]) as balancer,
+        ThreadPoolExecutor(1) as pool,
+    ):
+        home = upload_tasks(balancer, site, "handed-over")
+        address = leaving.url.removeprefix("http://")
+        moving = [task for task, replica in home.items() if replica == address]
+        held = held_generate(pool, leaving.url, moving[0], "keeps it draining", stream=False)
+        wait_for(lambda: metric(leaving.url, IN_FLIGHT), lambda n: n == 1, "the held request to be admitted")
+        leaving.process.send_signal(signal.SIGTERM)
+        wait_for(lambda: httpx.get(f"{leaving.url}/ready"), refused, "the drain to begin")
+
+        # A registry change is never sent twice: the draining replica's 503 reaches the client.
+        files = {name: (name, (site.artifacts["pt"] / name).read_bytes()) for name in FILES}
+        change = f"{balancer}/v1/prompts/{moving[0]}"
+        assert refused(httpx.post(change, files=files, headers=ADMIN, timeout=60))
+
+        expected = site.peft_tokens("pt", "The film was", 4)
+        other = cluster.a.url.removeprefix("http://")
+        routes = []
+        for task in moving:
+            body = {"task": task, "inputs": "The film was", "parameters": {"max_new_tokens": 4}}
+            answer = httpx.post(f"{balancer}/v1/generate", json=body, timeout=60)
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["outputs"][0]["token_ids"] == expected
+            routes.append(answer.headers[REPLICA])
+        # The first went to the draining replica, got 503 and was sent on; nginx then counts the
+        # replica as failed for a while and sends the rest straight to the other one.
+        assert routes[0] == f"{address}, {other}"
+        assert all(route.endswith(other) for route in routes)
+        # Once nginx has seen the replica fail, registry changes for its tasks go to the other one too.
+        assert httpx.post(change, files=files, headers=ADMIN, timeout=60).status_code == 201
+
+        held.release()
+        assert held.result().status_code == 200
+        assert leaving.process.wait(timeout=60) == 0

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import json
 import signal
-import threading
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,13 +18,23 @@ import httpx
 import redis
 
 from tests.api.conftest import Site
-from tests.deploy.calls import ADMIN, FILES, generate, metric, upload, wait_for
+from tests.deploy.calls import (
+    ADMIN,
+    FILES,
+    IN_FLIGHT,
+    NEW_TOKENS,
+    Held,
+    generate,
+    held_generate,
+    metric,
+    refused,
+    upload,
+    wait_for,
+)
 from tests.deploy.conftest import compose_redis, replica_environment
 from tests.live_server import LiveServer, live_server
 
 TEXTS = ["The film was", "Awful plot", "Café crème", "A fine day", "numbers 01"]
-NEW_TOKENS = 8
-IN_FLIGHT = "promptswap_http_requests_in_flight"
 
 
 @dataclass
@@ -56,33 +65,6 @@ def replica(site: Site, root: Path, shutdown_timeout: str) -> Iterator[Replica]:
         store.stop()
 
 
-class Held:
-    """A POST whose body's second half waits for `release()`; `result()` is its response (or error)."""
-
-    def __init__(self, pool: ThreadPoolExecutor, url: str, body: bytes, headers: dict[str, str]) -> None:
-        self.gate = threading.Event()
-        self.future: Future[httpx.Response] = pool.submit(self._send, url, body, headers)
-
-    def _send(self, url: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
-        def parts() -> Iterator[bytes]:
-            yield body[: len(body) // 2]
-            self.gate.wait(timeout=120)
-            yield body[len(body) // 2 :]
-
-        return httpx.post(url, content=parts(), headers=headers, timeout=120)
-
-    def release(self) -> None:
-        self.gate.set()
-
-    def result(self) -> httpx.Response:
-        return self.future.result(timeout=120)
-
-
-def held_generate(pool: ThreadPoolExecutor, url: str, text: str, stream: bool) -> Held:
-    body = {"task": "talker", "inputs": text, "parameters": {"max_new_tokens": NEW_TOKENS}, "stream": stream}
-    return Held(pool, f"{url}/v1/generate", json.dumps(body).encode(), {"content-type": "application/json"})
-
-
 def held_upload(pool: ThreadPoolExecutor, url: str, task: str, folder: Path) -> Held:
     files = {name: (name, (folder / name).read_bytes()) for name in FILES}
     request = httpx.Request("POST", f"{url}/v1/prompts/{task}", files=files, headers=ADMIN)
@@ -97,10 +79,6 @@ def streamed_tokens(response: httpx.Response) -> list[int]:
     return [e["token_id"] for e in events if "token_id" in e]
 
 
-def refused(response: httpx.Response) -> bool:
-    return response.status_code == 503 and response.json()["error"]["type"] == "shutting_down"
-
-
 def cut_off(request: Held) -> bool:
     """A request the shutdown ended: told 503 `shutting_down`, or its connection closed while it sent."""
     try:
@@ -112,8 +90,8 @@ def cut_off(request: Held) -> bool:
 def test_sigterm_finishes_every_admitted_request_and_refuses_new_ones(site: Site, tmp_path: Path) -> None:
     with replica(site, tmp_path, shutdown_timeout="120") as live, ThreadPoolExecutor(8) as pool:
         assert upload(live.url, "talker", site.artifacts["pt"]).status_code == 201
-        streams = [held_generate(pool, live.url, text, stream=True) for text in TEXTS[:3]]
-        answers = [held_generate(pool, live.url, text, stream=False) for text in TEXTS[3:]]
+        streams = [held_generate(pool, live.url, "talker", text, stream=True) for text in TEXTS[:3]]
+        answers = [held_generate(pool, live.url, "talker", text, stream=False) for text in TEXTS[3:]]
         uploads = [held_upload(pool, live.url, f"incoming-{i}", site.artifacts["prefix"]) for i in range(2)]
         held = [*streams, *answers, *uploads]
         wait_for(lambda: metric(live.url, IN_FLIGHT), lambda n: n == len(held), "every request to be admitted")
@@ -156,7 +134,7 @@ def test_the_shutdown_timeout_bounds_the_wait_and_a_cut_upload_leaves_nothing(si
 
 def test_a_second_signal_stops_at_once(site: Site, tmp_path: Path) -> None:
     with replica(site, tmp_path, shutdown_timeout="600") as live, ThreadPoolExecutor(2) as pool:
-        stuck = held_generate(pool, live.url, "never sent whole", stream=True)
+        stuck = held_generate(pool, live.url, "talker", "never sent whole", stream=True)
         wait_for(lambda: metric(live.url, IN_FLIGHT), lambda n: n == 1, "the request to be admitted")
         live.server.process.send_signal(signal.SIGTERM)
         wait_for(lambda: httpx.get(f"{live.url}/ready"), refused, "the drain to begin")
