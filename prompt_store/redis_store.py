@@ -23,6 +23,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
 
 import redis.asyncio as redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -103,7 +105,12 @@ class RedisStore(PromptStore):
     @classmethod
     def from_url(cls, url: str, prefix: str = "promptswap:") -> RedisStore:
         client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
-        subscriber = redis.Redis.from_url(url, socket_connect_timeout=2, health_check_interval=30)
+        # No retries on the subscription, ever (from_url's default, pinned here): a retry resubscribes
+        # silently and the events published meanwhile are lost unnoticed. The registry's watch
+        # reconnects instead and resyncs each time (tests/deploy/test_replicas.py shows the difference).
+        subscriber = redis.Redis.from_url(
+            url, socket_connect_timeout=2, health_check_interval=30, retry=Retry(NoBackoff(), 0)
+        )
         return cls(client, subscriber, prefix)
 
     def _key(self, task: str, *parts: object) -> str:

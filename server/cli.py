@@ -21,8 +21,11 @@ log = logging.getLogger("promptswap")
 
 
 def env_default(flag: str, default: str | None) -> str | None:
-    """Every flag also reads `PROMPTSWAP_<FLAG>`; read here, once, when the parser is built."""
-    return os.environ.get(f"PROMPTSWAP_{flag.upper().replace('-', '_')}", default)
+    """Every flag also reads `PROMPTSWAP_<FLAG>`; read here, once, when the parser is built.
+
+    An empty variable counts as unset, as compose files write `PROMPTSWAP_MODEL: ${PROMPTSWAP_MODEL:-}`.
+    """
+    return os.environ.get(f"PROMPTSWAP_{flag.upper().replace('-', '_')}") or default
 
 
 def add_model_flags(parser: argparse.ArgumentParser) -> None:
@@ -41,9 +44,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=env_default("host", "127.0.0.1"))
     serve.add_argument("--port", type=int, default=int(env_default("port", "8000") or 8000))
     serve.add_argument("--admin-key", default=env_default("admin-key", None), help="required for registry writes")
+    serve.add_argument(
+        "--admin-key-file", default=env_default("admin-key-file", None),
+        help="read the admin key from this file (a container secret) instead",
+    )  # fmt: skip
     serve.add_argument("--inference-key", default=env_default("inference-key", None), help="required for inference")
     serve.add_argument("--max-batch-size", type=int, default=int(env_default("max-batch-size", "32") or 32))
     serve.add_argument("--device-cache-mb", type=int, default=int(env_default("device-cache-mb", "2048") or 2048))
+    serve.add_argument(
+        "--shutdown-timeout", type=float, default=float(env_default("shutdown-timeout", "30") or 30),
+        help="seconds running requests get to finish after SIGTERM (new ones get 503 meanwhile)",
+    )  # fmt: skip
     serve.add_argument("--log-level", default=env_default("log-level", "info"))
 
     check = commands.add_parser("check", help="validate PEFT artifact directories against a model")
@@ -69,16 +80,31 @@ def load_model(args: argparse.Namespace, with_tokenizer: bool = True):  # type: 
     return base, tokenizer, args.model or DEFAULT_MODEL_NAME
 
 
+def read_secret(path: str) -> str:
+    """A key kept in a file, as compose and Kubernetes mount secrets (one trailing newline allowed)."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            secret = file.read().strip()
+    except OSError as error:
+        sys.exit(f"promptswap serve: cannot read the admin key file: {error}")
+    if not secret:
+        sys.exit(f"promptswap serve: the admin key file {path} is empty")
+    return secret
+
+
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from server.api.admission import DrainingServer
     from server.api.app import create_app
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.admin_key_file:
+        args.admin_key = read_secret(args.admin_key_file)
     config = ServerConfig(
         model=args.model, store=args.store, host=args.host, port=args.port, device=args.device, dtype=args.dtype,
         admin_key=args.admin_key, inference_key=args.inference_key, max_batch_size=args.max_batch_size,
-        device_cache_bytes=args.device_cache_mb << 20,
+        device_cache_bytes=args.device_cache_mb << 20, shutdown_timeout=args.shutdown_timeout,
     )  # fmt: skip
     base, tokenizer, name = load_model(args)
     if config.admin_key is None:
@@ -87,7 +113,11 @@ def serve(args: argparse.Namespace) -> int:
         )
     log.info("serving %s on %s (%s) at http://%s:%d", name, base.device, base.dtype, args.host, args.port)
     app = create_app(config, base, tokenizer, name)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower())
+    # After the drain, uvicorn's own shutdown only closes idle connections: give it a second.
+    settings = uvicorn.Config(
+        app, host=args.host, port=args.port, log_level=args.log_level.lower(), timeout_graceful_shutdown=1
+    )
+    DrainingServer(settings, app.state.admission, config.shutdown_timeout).run()
     return 0
 
 

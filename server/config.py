@@ -25,3 +25,4 @@ class ServerConfig:
     max_inputs: int = 64  # rows in one request
     max_labels: int = 100
     max_task_labels: int = 100  # distinct task names given their own metric label
+    shutdown_timeout: float = 30.0  # seconds running requests get to finish after SIGTERM

@@ -7,7 +7,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 
@@ -18,9 +18,11 @@ def free_port() -> int:
 
 
 class RedisServer:
-    def __init__(self, port: int, folder: str) -> None:
+    def __init__(self, port: int, folder: str, options: Sequence[str] = ()) -> None:
+        """`options` come last on the command line, so they override the defaults (e.g. persistence)."""
         self.port = port
         self.folder = folder
+        self.options = list(options)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -32,7 +34,7 @@ class RedisServer:
         assert binary, "redis-server is not installed (.ci/run installs it)"
         self.process = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", self.folder],
+             "--dir", self.folder, *self.options],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         deadline = time.monotonic() + 10

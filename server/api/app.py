@@ -8,12 +8,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import Depends, FastAPI
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Gauge
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from prompt_store.errors import UserError
 from prompt_store.store import open_store
 from server.api import observability, routes_inference, routes_openai, routes_prompts
+from server.api.admission import Admission, AdmissionMiddleware
 from server.api.auth import require_inference
 from server.api.errors import error_response, install_error_handlers
 from server.api.observability import DeviceCacheCollector, HttpMetrics
@@ -43,6 +44,11 @@ def create_app(config: ServerConfig, base: BaseModel, tokenizer: Any, model_name
     metrics.register(DeviceCacheCollector(registry))
     http = HttpMetrics(metrics, config.max_task_labels)
     state = ServerState(config, model_name, engine, runner, store, registry, metrics, http)
+    admission = Admission()
+    in_flight = Gauge("promptswap_http_requests_in_flight", "Requests admitted, not yet answered", registry=metrics)
+    in_flight.set_function(lambda: admission.running)
+    draining = Gauge("promptswap_draining", "1 while shutting down (new requests get 503)", registry=metrics)
+    draining.set_function(lambda: float(admission.draining))
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -62,6 +68,7 @@ def create_app(config: ServerConfig, base: BaseModel, tokenizer: Any, model_name
         lifespan=lifespan,
     )
     app.state.server = state
+    app.state.admission = admission
     install_error_handlers(app)
     inference = [Depends(require_inference)]
     app.include_router(routes_inference.router, dependencies=inference)
@@ -72,6 +79,7 @@ def create_app(config: ServerConfig, base: BaseModel, tokenizer: Any, model_name
     app.add_middleware(
         BodyLimit, json_limit=config.max_body_bytes, upload_limit=config.max_upload_bytes * 2 + (1 << 20)
     )
+    app.add_middleware(AdmissionMiddleware, admission=admission)  # added last: the outermost layer
     return app
 
 

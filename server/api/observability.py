@@ -25,6 +25,9 @@ async def health() -> dict[str, str]:
 @router.get("/ready", response_model=None)
 async def ready(request: Request) -> dict[str, str] | JSONResponse:
     state = request.app.state.server
+    if request.app.state.admission.draining:
+        message = "this replica is shutting down and admits no new requests"
+        return JSONResponse({"error": {"type": "shutting_down", "message": message}}, status_code=503)
     try:
         await state.store.ping()
     except UserError as error:

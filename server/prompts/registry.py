@@ -109,7 +109,8 @@ class PromptRegistry:
             return self.pointers[task]
         version = await self.store.current_version(task)
         if self.cache_pointers:
-            self.pointers[task] = version
+            # A change event applied while we read is newer than what we read: keep it.
+            return self.pointers.setdefault(task, version)
         return version
 
     async def _load(self, key: VersionKey) -> Lease:
@@ -161,26 +162,37 @@ class PromptRegistry:
             self.pointers[event.task] = event.version
 
     async def resync(self) -> None:
-        """After (re)subscribing, events may have been missed: re-read pointers, drop stale forms."""
-        self.pointers.clear()
+        """After (re)subscribing, events may have been missed: re-read pointers, drop stale forms.
+
+        Everything is read before anything changes, so a store that fails midway leaves this
+        replica serving what it knew; changes after the subscription arrive as events after this.
+        """
+        currents = await self.store.list_tasks()
+        stale = []
         for key in self.pool.lru_keys():
             loaded = self.pool.peek(key)
             try:
-                record = await self.store.get_record(*key)
+                record = await self.store.get_record(*key) if key[0] in currents else None
             except (UnknownTask, UnknownVersion):
                 record = None
             if loaded is not None and (record is None or record.sha256 != loaded.record.sha256):
-                self.pool.discard(key)
+                stale.append(key)
+        self.pointers = dict(currents) if self.cache_pointers else {}
+        for key in stale:
+            self.pool.discard(key)
 
     async def watch(self, retry_seconds: float = 0.5) -> None:
         """Apply the store's change events until cancelled, resubscribing when the store comes back.
 
-        While the store is away, pointers and forms already known keep serving.
+        While the store is away, pointers and forms already known keep serving. Every
+        subscription starts with a resync, so changes made meanwhile are caught up.
         """
         while True:
             try:
                 async for event in self.store.events():
                     await self.apply(event)
             except StoreUnavailable as error:
-                log.warning("registry events lost (%s); retrying in %.1fs", error.message, retry_seconds)
+                log.warning("registry events lost (%s); resubscribing in %.1fs", error.message, retry_seconds)
+            except Exception:  # a bad event or an unexpected reply must not end the watch for good
+                log.exception("registry events failed; resubscribing in %.1fs", retry_seconds)
             await asyncio.sleep(retry_seconds)
