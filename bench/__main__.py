@@ -15,6 +15,7 @@ import importlib
 import sys
 import tempfile
 import time
+import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -77,6 +78,7 @@ def main() -> int:
         "dtype": str(dtype).removeprefix("torch."),
     }
     results: list[SuiteResult] = []
+    failed: list[str] = []
     with tempfile.TemporaryDirectory(prefix="promptswap-bench-") as scratch:
         folder = model_dir(profile.real_model, TINY, Path(scratch))
         model, tokenizer = load(folder, dtype)
@@ -85,7 +87,12 @@ def main() -> int:
         with ctx.exits:
             for name in args.only or SUITES:
                 start = time.perf_counter()
-                result: SuiteResult = importlib.import_module(f"bench.suites.{name}").run(ctx)
+                try:
+                    result: SuiteResult = importlib.import_module(f"bench.suites.{name}").run(ctx)
+                except Exception as error:  # one broken suite must not cost the others' results
+                    traceback.print_exc()
+                    result = SuiteResult(name, {"error": f"{type(error).__name__}: {error}"})
+                    failed.append(name)
                 result.seconds = time.perf_counter() - start
                 write_suite(args.out, result, meta)
                 results.append(result)
@@ -96,7 +103,9 @@ def main() -> int:
     if any(result.targets for result in results):
         plot_targets(args.out, results)
     write_summary(args.out, results, meta)
-    return 0
+    if failed:
+        print(f"failed suites: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -67,6 +67,7 @@ def write_summary(out: Path, results: list[SuiteResult], meta: dict[str, Any]) -
         **meta,
         "load_average_at_end": os.getloadavg(),
         "suites": {result.name: round(result.seconds, 2) for result in results},
+        "errors": {result.name: result.data["error"] for result in results if "error" in result.data},
         "targets": [{"suite": name, **target.to_json()} for name, target in rows],
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
