@@ -23,7 +23,8 @@ from pathlib import Path
 
 import httpx
 
-from bench.exactness import smollm_shaped_llama
+from bench.config import SMOLLM
+from bench.models import random_llama
 from tests.factories import make_artifact, make_tokenizer
 from tests.live_server import live_server
 from tests.redis_server import redis_server
@@ -44,7 +45,7 @@ def served_version(client: httpx.Client, url: str, task: str) -> int | None:
 
 
 def measure(folder: Path, repeats: int, virtual_tokens: int) -> dict[str, float | int]:
-    base = smollm_shaped_llama()
+    base = random_llama(SMOLLM)  # SmolLM2-135M's shapes, random weights
     model_dir = folder / "model"
     base.save_pretrained(model_dir)
     make_tokenizer(model_dir)
