@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--inference-key", default=env_default("inference-key", None), help="required for inference")
     serve.add_argument("--max-batch-size", type=int, default=int(env_default("max-batch-size", "32") or 32))
     serve.add_argument("--device-cache-mb", type=int, default=int(env_default("device-cache-mb", "2048") or 2048))
+    serve.add_argument(
+        "--max-upload-mb", type=int, default=int(env_default("max-upload-mb", "256") or 256), help="per artifact file"
+    )
     serve.add_argument("--log-level", default=env_default("log-level", "info"))
 
     check = commands.add_parser("check", help="validate PEFT artifact directories against a model")
@@ -78,7 +81,7 @@ def serve(args: argparse.Namespace) -> int:
     config = ServerConfig(
         model=args.model, store=args.store, host=args.host, port=args.port, device=args.device, dtype=args.dtype,
         admin_key=args.admin_key, inference_key=args.inference_key, max_batch_size=args.max_batch_size,
-        device_cache_bytes=args.device_cache_mb << 20,
+        device_cache_bytes=args.device_cache_mb << 20, max_upload_bytes=args.max_upload_mb << 20,
     )  # fmt: skip
     base, tokenizer, name = load_model(args)
     if config.admin_key is None:

@@ -48,6 +48,12 @@ async def upload(task: str, request: Request) -> dict[str, Any]:
                 "adapter_model.bin is a pickle and is never read; upload adapter_model.safetensors "
                 "(PeftModel.from_pretrained(base, DIR).save_pretrained(OUT, safe_serialization=True))"
             )
+        unexpected = sorted(set(form.keys()) - {CONFIG_FIELD, WEIGHTS_FIELD, CARD_FIELD})
+        if unexpected:
+            raise ArtifactError(
+                f"unexpected parts {unexpected}: an upload holds {CONFIG_FIELD}, {WEIGHTS_FIELD} and optionally "
+                f"{CARD_FIELD}"
+            )
         config = await read_part(form, CONFIG_FIELD, limit, required=True)
         weights = await read_part(form, WEIGHTS_FIELD, limit, required=True)
         card = await read_part(form, CARD_FIELD, limit, required=False)
