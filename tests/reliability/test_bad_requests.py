@@ -56,6 +56,14 @@ CASES: list[tuple[str, str, dict | bytes, int]] = [
     ("completions_n_two", CMPL, {"model": "pt", "prompt": "x", "n": 2}, 400),
     ("completions_temperature_three", CMPL, {"model": "pt", "prompt": "x", "temperature": 3}, 400),
     ("completions_echo", CMPL, {"model": "pt", "prompt": "x", "echo": True}, 400),
+    ("completions_too_many_stop_strings", CMPL, {"model": "pt", "prompt": "x", "stop": ["a"] * 17}, 400),
+    ("completions_seed_negative", CMPL, {"model": "pt", "prompt": "x", "seed": -3}, 400),
+    (
+        "chat_seed_past_64_bits",
+        CHAT,
+        {"model": "pt", "messages": [{"role": "user", "content": "x"}], "seed": 1 << 64},
+        400,
+    ),
     ("chat_unknown_role", CHAT, {"model": "pt", "messages": [{"role": "wizard", "content": "x"}]}, 400),
     # past the context window
     ("max_new_tokens_huge", GEN, {"task": "pt", "inputs": "x", "parameters": {"max_new_tokens": 1 << 20}}, 413),
