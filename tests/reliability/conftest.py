@@ -30,6 +30,7 @@ class Backend:
     name: str
     server: LiveServer
     snapshot: Callable[[], dict[str, str]]
+    store_dir: Path | None = None  # the directory store's root; None on Redis
 
     @property
     def url(self) -> str:
@@ -86,7 +87,7 @@ def backend(
         store = root / "prompts"
         with serve(site.model_dir, store.as_uri(), root) as live:
             assert upload(live.url, "pt", site.artifacts["pt"]).status_code == 201
-            yield Backend("directory", live, lambda: directory_snapshot(store))
+            yield Backend("directory", live, lambda: directory_snapshot(store), store)
     else:
         redis_process: RedisServer = request.getfixturevalue("own_redis")
         with serve(site.model_dir, redis_process.url, root) as live:
