@@ -19,6 +19,10 @@ from server.config import ServerConfig
 
 log = logging.getLogger("promptswap")
 
+# Longer than the idle expiry of common clients (httpx and the openai client: 5 s). With uvicorn's own
+# 5 s, a client could send on a connection at the moment the server closed it, and get a reset.
+KEEP_ALIVE_SECONDS = 30
+
 
 def env_default(flag: str, default: str | None) -> str | None:
     """Every flag also reads `PROMPTSWAP_<FLAG>`; read here, once, when the parser is built."""
@@ -90,7 +94,9 @@ def serve(args: argparse.Namespace) -> int:
         )
     log.info("serving %s on %s (%s) at http://%s:%d", name, base.device, base.dtype, args.host, args.port)
     app = create_app(config, base, tokenizer, name)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower())
+    uvicorn.run(
+        app, host=args.host, port=args.port, log_level=args.log_level.lower(), timeout_keep_alive=KEEP_ALIVE_SECONDS
+    )
     return 0
 
 

@@ -21,7 +21,7 @@ ROUNDS = 2
 
 
 class Uploaders:
-    """Threads uploading in a loop; remembers what was acknowledged and how many were cut off mid-flight."""
+    """Threads uploading in a loop; remember what was acknowledged and how many uploads the kill cut off."""
 
     def __init__(self, url: str, artifacts: list[Path]) -> None:
         self.url = url
@@ -37,10 +37,12 @@ class Uploaders:
         while True:
             try:
                 response = upload(self.url, TASKS[index], self.artifacts[index % len(self.artifacts)], timeout=30)
+            except httpx.ConnectError:
+                return  # the server was already gone when this upload started
             except httpx.TransportError:
                 with self.lock:
-                    self.cut_off += 1
-                return  # the server is gone
+                    self.cut_off += 1  # the server died while this upload was on the wire or being stored
+                return
             if response.status_code == 201:
                 answer = response.json()
                 with self.lock:
