@@ -21,6 +21,7 @@ from tests.reliability.conftest import FULL_RUN, serve, upload
 from tests.reliability.errors import ADMIN_KEY
 
 CASES_PER_ROUTE = 1000 if FULL_RUN else 25
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +46,9 @@ def test_schemathesis_finds_no_server_error(fuzzed: LiveServer, tmp_path: Path) 
         "--header", f"Authorization: Bearer {ADMIN_KEY}", "--seed", "8", "--workers", "1",
         "--request-timeout", "120", "--report", "ndjson", "--report-ndjson-path", str(report),
     ]  # fmt: skip
-    env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.reliability.schemathesis_hooks"}
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=3000, check=False)
+    # Run in tmp_path: schemathesis keeps a cache folder in its working directory.
+    env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.reliability.schemathesis_hooks", "PYTHONPATH": str(REPO)}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=3000, check=False)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     server_log = fuzzed.log.read_text()
     assert "Traceback" not in server_log and " 500 " not in server_log, server_log[-4000:]
