@@ -96,3 +96,10 @@ class StoreUnavailable(UserError):
 
     error_type = "registry_unavailable"
     status_code = 503
+
+
+class StoreFull(UserError):
+    """The registry's disk (or quota) is full; nothing was stored (HTTP 507)."""
+
+    error_type = "insufficient_storage"
+    status_code = 507

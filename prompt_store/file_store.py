@@ -15,6 +15,7 @@ by the next write.
 from __future__ import annotations
 
 import asyncio
+import errno
 import fcntl
 import json
 import os
@@ -26,7 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from prompt_store.errors import StoreUnavailable, UnknownTask, UnknownVersion
+from prompt_store.errors import StoreFull, StoreUnavailable, UnknownTask, UnknownVersion
 from prompt_store.records import ChangeEvent, VersionRecord, check_task_name
 from prompt_store.store import PromptStore, StoredVersion
 
@@ -36,6 +37,7 @@ RECORD_FILE = "record.json"
 STATE_FILE = "state.json"
 
 _replace = os.replace  # the commit step; tests inject failures here
+_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
 class FileStore(PromptStore):
@@ -83,7 +85,7 @@ class FileStore(PromptStore):
 
     async def ping(self) -> None:
         if not os.access(self.root / "tasks", os.R_OK | os.W_OK | os.X_OK):
-            raise StoreUnavailable(f"prompt directory {self.root} is not readable and writable")
+            raise StoreUnavailable("the prompt directory is not readable and writable")
 
     # Blocking implementation.
 
@@ -122,6 +124,14 @@ class FileStore(PromptStore):
         _sync_dir(folder)
 
     def _create(self, draft: VersionRecord, config_bytes: bytes, weights_bytes: bytes) -> VersionRecord:
+        try:
+            return self._write_version(draft, config_bytes, weights_bytes)
+        except OSError as error:
+            if error.errno in _FULL:  # what was written is already removed; the old state stays current
+                raise StoreFull("the prompt store's disk is full: nothing was stored; free space and retry") from None
+            raise
+
+    def _write_version(self, draft: VersionRecord, config_bytes: bytes, weights_bytes: bytes) -> VersionRecord:
         task = draft.task
         with self._locked(task):
             folder = self._task_dir(task)

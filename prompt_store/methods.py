@@ -94,6 +94,9 @@ class Cpt(PromptMethod):
         token_ids = config.get("cpt_token_ids")
         if not isinstance(token_ids, list):
             raise ArtifactError(f"cpt_token_ids: expected a list of token ids, found {token_ids!r}")
+        outside = [t for t in token_ids if type(t) is not int or not 0 <= t < spec.vocab_size]
+        if outside:
+            raise ArtifactMismatch("cpt_token_ids", f"ids in [0, {spec.vocab_size})", outside[:8], "the model's vocab")
         require_equal("num_virtual_tokens", len(token_ids), config["num_virtual_tokens"], "len(cpt_token_ids)")
 
     def num_rows(self, config: dict[str, Any]) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import struct
-from typing import TypeGuard
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -33,13 +33,37 @@ def read_safetensors(data: bytes, name: str = "adapter_model.safetensors") -> di
     if header_len > MAX_HEADER_BYTES or 8 + header_len > len(data):
         raise ArtifactError(f"{name}: header length {header_len} is impossible for a file of {len(data)} bytes")
     try:
-        header = json.loads(data[8 : 8 + header_len])
+        header = json.loads(data[8 : 8 + header_len], object_pairs_hook=_unique_keys)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ArtifactError(f"{name}: header is not valid JSON ({exc})") from None
     if not isinstance(header, dict):
         raise ArtifactError(f"{name}: header must be a JSON object")
     body = memoryview(data)[8 + header_len :]
-    return {key: _read_tensor(name, key, entry, body) for key, entry in header.items() if key != "__metadata__"}
+    tensors = {key: _read_tensor(name, key, entry, body) for key, entry in header.items() if key != "__metadata__"}
+    _check_layout(name, header, len(body))
+    return tensors
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """A name given twice would let the header say one thing to us and another to other readers."""
+    keys = [key for key, _ in pairs]
+    duplicates = sorted({key for key in keys if keys.count(key) > 1})
+    if duplicates:
+        raise ArtifactError(f"safetensors header names {duplicates} more than once")
+    return dict(pairs)
+
+
+def _check_layout(name: str, header: dict[str, Any], body_len: int) -> None:
+    """As the format requires, the tensors tile the body: no overlap, no gap, nothing after the last."""
+    spans = sorted(tuple(entry["data_offsets"]) for key, entry in header.items() if key != "__metadata__")
+    end = 0
+    for begin, stop in spans:
+        if begin != end:
+            problem = "overlap" if begin < end else "leave a gap"
+            raise ArtifactError(f"{name}: tensor data_offsets {problem} at byte {min(begin, end)}")
+        end = stop
+    if end != body_len:
+        raise ArtifactError(f"{name}: {body_len - end} bytes after the last tensor belong to no tensor")
 
 
 def _read_tensor(name: str, key: str, entry: object, body: memoryview) -> np.ndarray:

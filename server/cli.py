@@ -19,6 +19,10 @@ from server.config import ServerConfig
 
 log = logging.getLogger("promptswap")
 
+# Longer than the idle expiry of common clients (httpx and the openai client: 5 s). With uvicorn's own
+# 5 s, a client could send on a connection at the moment the server closed it, and get a reset.
+KEEP_ALIVE_SECONDS = 30
+
 
 def env_default(flag: str, default: str | None) -> str | None:
     """Every flag also reads `PROMPTSWAP_<FLAG>`; read here, once, when the parser is built.
@@ -55,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--shutdown-timeout", type=float, default=float(env_default("shutdown-timeout", "30") or 30),
         help="seconds running requests get to finish after SIGTERM (new ones get 503 meanwhile)",
     )  # fmt: skip
+    serve.add_argument(
+        "--max-upload-mb", type=int, default=int(env_default("max-upload-mb", "256") or 256), help="per artifact file"
+    )
     serve.add_argument("--log-level", default=env_default("log-level", "info"))
 
     check = commands.add_parser("check", help="validate PEFT artifact directories against a model")
@@ -105,6 +112,7 @@ def serve(args: argparse.Namespace) -> int:
         model=args.model, store=args.store, host=args.host, port=args.port, device=args.device, dtype=args.dtype,
         admin_key=args.admin_key, inference_key=args.inference_key, max_batch_size=args.max_batch_size,
         device_cache_bytes=args.device_cache_mb << 20, shutdown_timeout=args.shutdown_timeout,
+        max_upload_bytes=args.max_upload_mb << 20,
     )  # fmt: skip
     base, tokenizer, name = load_model(args)
     if config.admin_key is None:
@@ -115,8 +123,9 @@ def serve(args: argparse.Namespace) -> int:
     app = create_app(config, base, tokenizer, name)
     # After the drain, uvicorn's own shutdown only closes idle connections: give it a second.
     settings = uvicorn.Config(
-        app, host=args.host, port=args.port, log_level=args.log_level.lower(), timeout_graceful_shutdown=1
-    )
+        app, host=args.host, port=args.port, log_level=args.log_level.lower(), timeout_graceful_shutdown=1,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+    )  # fmt: skip
     DrainingServer(settings, app.state.admission, config.shutdown_timeout).run()
     return 0
 

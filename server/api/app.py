@@ -9,14 +9,13 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 from prometheus_client import CollectorRegistry, Gauge
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from prompt_store.errors import UserError
 from prompt_store.store import open_store
 from server.api import observability, routes_inference, routes_openai, routes_prompts
 from server.api.admission import Admission, AdmissionMiddleware
 from server.api.auth import require_inference
-from server.api.errors import error_response, install_error_handlers
+from server.api.body_limit import BodyLimit
+from server.api.errors import install_error_handlers
 from server.api.observability import DeviceCacheCollector, HttpMetrics
 from server.api.service import ServerState
 from server.config import ServerConfig
@@ -81,49 +80,3 @@ def create_app(config: ServerConfig, base: BaseModel, tokenizer: Any, model_name
     )
     app.add_middleware(AdmissionMiddleware, admission=admission)  # added last: the outermost layer
     return app
-
-
-class BodyLimit:
-    """Refuse bodies past the limit with 413 before they are read whole (uploads get a larger one)."""
-
-    def __init__(self, app: ASGIApp, json_limit: int, upload_limit: int) -> None:
-        self.app = app
-        self.json_limit = json_limit
-        self.upload_limit = upload_limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope.get("headers") or [])
-        is_upload = b"multipart/form-data" in headers.get(b"content-type", b"")
-        limit = self.upload_limit if is_upload else self.json_limit
-        declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            await error_response(413, "too_large", f"the request body is over {limit} bytes")(scope, receive, send)
-            return
-        received = 0
-
-        async def limited() -> Message:
-            nonlocal received
-            message = await receive()
-            received += len(message.get("body", b""))
-            if received > limit:
-                raise BodyTooLarge(limit)
-            return message
-
-        try:
-            await self.app(scope, limited, send)
-        except BodyTooLarge as error:
-            await error_response(413, "too_large", f"the request body is over {error.limit} bytes")(
-                scope, receive, send
-            )
-
-
-class BodyTooLarge(UserError):
-    error_type = "too_large"
-    status_code = 413
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"the request body is over {limit} bytes")
-        self.limit = limit

@@ -33,7 +33,27 @@ async def read_part(form: Any, field: str, limit: int, required: bool) -> bytes 
     return data
 
 
-@router.post("/v1/prompts/{task}", status_code=201, dependencies=[Depends(require_admin)])
+# The upload is read by hand (to stream it under the size limit), so its body is described here.
+UPLOAD_SCHEMA = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": [CONFIG_FIELD, WEIGHTS_FIELD],
+                    "properties": {
+                        field: {"type": "string", "format": "binary"}
+                        for field in (CONFIG_FIELD, WEIGHTS_FIELD, CARD_FIELD)
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@router.post("/v1/prompts/{task}", status_code=201, dependencies=[Depends(require_admin)], openapi_extra=UPLOAD_SCHEMA)
 async def upload(task: str, request: Request) -> dict[str, Any]:
     state = state_of(request)
     if "multipart/form-data" not in request.headers.get("content-type", ""):
@@ -47,6 +67,12 @@ async def upload(task: str, request: Request) -> dict[str, Any]:
             raise ArtifactError(
                 "adapter_model.bin is a pickle and is never read; upload adapter_model.safetensors "
                 "(PeftModel.from_pretrained(base, DIR).save_pretrained(OUT, safe_serialization=True))"
+            )
+        unexpected = sorted(set(form.keys()) - {CONFIG_FIELD, WEIGHTS_FIELD, CARD_FIELD})
+        if unexpected:
+            raise ArtifactError(
+                f"unexpected parts {unexpected}: an upload holds {CONFIG_FIELD}, {WEIGHTS_FIELD} and optionally "
+                f"{CARD_FIELD}"
             )
         config = await read_part(form, CONFIG_FIELD, limit, required=True)
         weights = await read_part(form, WEIGHTS_FIELD, limit, required=True)

@@ -7,6 +7,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 Text = Annotated[str, Field(max_length=200_000)]
+StopStrings = Annotated[list[Text], Field(max_length=16)]
+Seed = Annotated[int, Field(ge=0, lt=1 << 63)]
 
 
 class Parameters(BaseModel):
@@ -16,8 +18,8 @@ class Parameters(BaseModel):
     temperature: float | None = Field(default=None, ge=0.0, le=100.0)
     top_k: int | None = Field(default=None, ge=1)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    seed: int | None = Field(default=None, ge=0, lt=1 << 63)
-    stop: list[Text] | None = Field(default=None, max_length=16)
+    seed: Seed | None = None
+    stop: StopStrings | None = None
 
 
 class GenerateBody(BaseModel):
@@ -55,9 +57,9 @@ class CompletionBody(BaseModel):
     max_tokens: int | None = Field(default=16, ge=1, le=1 << 20)
     temperature: float | None = Field(default=1.0, ge=0.0, le=2.0)
     top_p: float | None = Field(default=1.0, gt=0.0, le=1.0)
-    stop: Text | list[Text] | None = None
+    stop: Text | StopStrings | None = None
     stream: bool = False
-    seed: int | None = None
+    seed: Seed | None = None
     n: int = Field(default=1, ge=1, le=1)
     echo: Literal[False] = False
     logprobs: None = None
@@ -85,7 +87,7 @@ class ChatBody(BaseModel):
     max_completion_tokens: int | None = Field(default=None, ge=1, le=1 << 20)
     temperature: float | None = Field(default=1.0, ge=0.0, le=2.0)
     top_p: float | None = Field(default=1.0, gt=0.0, le=1.0)
-    stop: Text | list[Text] | None = None
+    stop: Text | StopStrings | None = None
     stream: bool = False
-    seed: int | None = None
+    seed: Seed | None = None
     n: int = Field(default=1, ge=1, le=1)

@@ -106,7 +106,8 @@ class EngineCore:
         events: list[Event] = []
         self._drop_cancelled(events)
         self._admit()
-        if self.batch is None or self.logits is None:
+        if self.batch is None or self.logits is None:  # every row left (cancelled) or none came
+            self.metrics.batch_size.set(0)
             return events
         batch = self.batch
         rows = [self.sequences[request_id] for request_id in batch.request_ids]

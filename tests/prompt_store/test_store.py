@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from prompt_store import file_store
-from prompt_store.errors import Conflict, InvalidTaskName, UnknownTask, UnknownVersion
+from prompt_store.errors import Conflict, InvalidTaskName, StoreFull, UnknownTask, UnknownVersion
 from prompt_store.file_store import FileStore
 from prompt_store.redis_store import RedisStore
 from prompt_store.store import PromptStore, open_store
@@ -182,7 +182,7 @@ async def test_file_write_failing_mid_file_leaves_nothing_visible(
         real_write(path, data)
 
     monkeypatch.setattr(file_store, "_write_synced", disk_full)
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(StoreFull):  # 507, not a 500: nothing was stored
         await store.create_version(uploads[0].draft("t"), uploads[0].config, uploads[0].weights)
     monkeypatch.setattr(file_store, "_write_synced", real_write)
     assert await store.list_tasks() == {}

@@ -1,0 +1,95 @@
+"""Live servers on both registry backends, with a way to fingerprint everything each registry holds."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from tests.api.conftest import Site, site  # noqa: F401  (the tiny model and its PEFT artifacts, shared)
+from tests.live_server import LiveServer, live_server
+from tests.redis_server import RedisServer, redis_server
+from tests.reliability.errors import ADMIN, ADMIN_KEY
+
+# CI runs the short variants; PROMPTSWAP_RELIABILITY=full selects the long load test and schemathesis run.
+FULL_RUN = os.environ.get("PROMPTSWAP_RELIABILITY") == "full"
+UPLOAD_LIMIT_MB = 1
+
+
+@dataclass
+class Backend:
+    """A live server on one registry backend, and a fingerprint of every byte that backend stores."""
+
+    name: str
+    server: LiveServer
+    snapshot: Callable[[], dict[str, str]]
+    store_dir: Path | None = None  # the directory store's root; None on Redis
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+
+def directory_snapshot(root: Path) -> dict[str, str]:
+    """Every file and folder under `root`: path -> sha256 of the bytes (folders: 'dir')."""
+    entries = {}
+    for path in sorted(root.rglob("*")):
+        key = str(path.relative_to(root))
+        entries[key] = "dir" if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
+    return entries
+
+
+def redis_snapshot(url: str) -> dict[str, str]:
+    """Every key with its serialized value (DUMP: type and bytes) and its expiry."""
+    client = redis.Redis.from_url(url)
+    try:
+        return {key.decode(): f"{(client.dump(key) or b'').hex()} ttl={client.pttl(key)}" for key in client.scan_iter()}
+    finally:
+        client.close()
+
+
+def upload(url: str, task: str, folder: Path, timeout: float = 60) -> httpx.Response:
+    files = {
+        name: (name, (folder / name).read_bytes()) for name in ("adapter_config.json", "adapter_model.safetensors")
+    }
+    return httpx.post(f"{url}/v1/prompts/{task}", files=files, headers=ADMIN, timeout=timeout)
+
+
+@contextmanager
+def serve(model_dir: Path, store: str, log_dir: Path, *extra: str) -> Iterator[LiveServer]:
+    args = ("--model", str(model_dir), "--store", store, "--admin-key", ADMIN_KEY)
+    with live_server(*args, "--max-upload-mb", str(UPLOAD_LIMIT_MB), *extra, log_dir=log_dir) as live:
+        yield live
+
+
+@pytest.fixture(scope="session")
+def own_redis() -> Iterator[RedisServer]:
+    with redis_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session", params=["directory", "redis"])
+def backend(
+    request: pytest.FixtureRequest,
+    site: Site,  # noqa: F811  (the fixture imported above)
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Backend]:
+    """promptswap serve on a directory store or on its own redis-server, with task `pt` uploaded."""
+    root = tmp_path_factory.mktemp(f"backend-{request.param}")
+    if request.param == "directory":
+        store = root / "prompts"
+        with serve(site.model_dir, store.as_uri(), root) as live:
+            assert upload(live.url, "pt", site.artifacts["pt"]).status_code == 201
+            yield Backend("directory", live, lambda: directory_snapshot(store), store)
+    else:
+        redis_process: RedisServer = request.getfixturevalue("own_redis")
+        with serve(site.model_dir, redis_process.url, root) as live:
+            assert upload(live.url, "pt", site.artifacts["pt"]).status_code == 201
+            yield Backend("redis", live, lambda: redis_snapshot(redis_process.url))
