@@ -15,9 +15,10 @@ import pytest
 from prompt_store.redis_store import RedisStore
 from tests.api.conftest import Site
 from tests.live_server import LiveServer
+from tests.redis_server import RedisServer
 from tests.reliability.conftest import serve, upload
 from tests.reliability.errors import assert_error
-from tests.reliability.processes import DurableRedis, wait_for
+from tests.reliability.processes import durable_redis, wait_for
 
 
 class Load:
@@ -56,8 +57,8 @@ class Load:
 
 
 @pytest.fixture
-def redis_and_server(site: Site, tmp_path: Path) -> Iterator[tuple[DurableRedis, LiveServer]]:
-    redis_process = DurableRedis(tmp_path)
+def redis_and_server(site: Site, tmp_path: Path) -> Iterator[tuple[RedisServer, LiveServer]]:
+    redis_process = durable_redis(tmp_path)
     redis_process.start()
     try:
         with serve(site.model_dir, redis_process.url, tmp_path) as live:
@@ -66,7 +67,7 @@ def redis_and_server(site: Site, tmp_path: Path) -> Iterator[tuple[DurableRedis,
         redis_process.stop()
 
 
-def test_redis_killed_under_load_and_restarted(redis_and_server: tuple[DurableRedis, LiveServer], site: Site) -> None:
+def test_redis_killed_under_load_and_restarted(redis_and_server: tuple[RedisServer, LiveServer], site: Site) -> None:
     redis_process, server = redis_and_server
     for task in ("pt", "prefix"):
         assert upload(server.url, task, site.artifacts[task]).status_code == 201
