@@ -43,9 +43,11 @@ class Profile:
     http_concurrency: int = 8
     swaps: int = 20  # 5. hot swap: uploads per method
     load_rate: float = 4.0  # background requests per second during hot swaps (Poisson)
+    load_in_flight: int = 2  # at most this many background requests outstanding (the load stays servable)
     many_tasks: int = 1000  # 6. registered tasks
     many_cached: int = 100  # tasks the device cache holds
     many_requests: int = 96
+    many_warmup: int = 400  # untimed Zipf draws that bring the small cache to steady state first
     sweep_shape: LlamaShape = SMALL  # 7. scaling curves
     sweep_batches: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
     sweep_tasks: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
@@ -60,7 +62,8 @@ PROFILES = {
     "smoke": Profile(
         name="smoke", real_model=False, repeats=2, input_tokens=(4, 12), output_tokens=(2, 4), num_virtual_tokens=4,
         mixed_batch=2, peft_workloads=((2, 2), (4, 1)), peft_batch_sizes=(2,), cost_batch=2, http_requests=4,
-        http_concurrency=2, swaps=2, load_rate=5.0, many_tasks=12, many_cached=4, many_requests=12, sweep_shape=TINY,
+        http_concurrency=2, swaps=2, load_rate=5.0, many_tasks=12, many_cached=4, many_requests=12,
+        many_warmup=12, sweep_shape=TINY,
         sweep_batches=(1, 2), sweep_tasks=(1, 2), sweep_prompt_lengths=(0, 4), sweep_output_tokens=2,
         continuous_requests=4, continuous_batch=2,
     ),
