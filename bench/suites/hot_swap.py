@@ -3,7 +3,8 @@
 The load is bounded: at most `load_in_flight` background requests are outstanding; an arrival
 that finds them all busy waits for one to finish. Unbounded, a rate the server cannot keep up
 with on a slow machine grows its queue without end, and the swap times then measure that queue.
-The rate actually achieved is reported next to the configured one.
+The rate actually achieved is reported next to the configured one. Uploads are `swap_gap_s`
+apart, so the load runs throughout rather than only in the moments between back-to-back uploads.
 
 Per method (prompt tuning, prefix tuning), `swaps` uploads of a fresh PEFT artifact to one task.
 Upload-to-servable is the time from sending the upload to its 201: API.md promises every request
@@ -107,6 +108,7 @@ async def swaps_under_load(ctx: Context, client: httpx.AsyncClient, method: str,
     loader = asyncio.create_task(load.run())
     result = Swaps()
     for files in artifacts[1:]:
+        await asyncio.sleep(ctx.profile.swap_gap_s)  # the load runs between uploads too, so each one meets it
         uploaded, answered, ok = await swap(client, task, files.config_bytes, files.weights_bytes)
         result.upload_ms.append(uploaded * 1e3)
         result.first_answer_ms.append(answered * 1e3)
