@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 import re
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
 
 import httpx
 
@@ -19,7 +17,6 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 NEW_TOKENS = 8
 IN_FLIGHT = "promptswap_http_requests_in_flight"
 FILES = ("adapter_config.json", "adapter_model.safetensors")
-T = TypeVar("T")
 
 
 def upload(url: str, task: str, folder: Path) -> httpx.Response:
@@ -47,17 +44,6 @@ def metric(url: str, name: str) -> float:
     found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
     assert found, f"{name} is not in {url}/metrics"
     return float(found[1])
-
-
-def wait_for(probe: Callable[[], T], accept: Callable[[T], bool], what: str, timeout: float = 30.0) -> T:
-    """Call `probe` until `accept` takes its answer; fail with the last answer after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        answer = probe()
-        if accept(answer):
-            return answer
-        assert time.monotonic() < deadline, f"waited {timeout} s for {what}; last answer: {answer!r}"
-        time.sleep(0.02)
 
 
 def refused(response: httpx.Response) -> bool:

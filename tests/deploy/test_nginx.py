@@ -16,11 +16,12 @@ import httpx
 import pytest
 
 from tests.api.conftest import Site
-from tests.deploy.calls import ADMIN, FILES, IN_FLIGHT, held_generate, metric, refused, wait_for
+from tests.deploy.calls import ADMIN, FILES, IN_FLIGHT, held_generate, metric, refused
 from tests.deploy.compose import DOCKER
 from tests.deploy.conftest import Cluster, replica_environment
 from tests.live_server import live_server
 from tests.redis_server import free_port
+from tests.waiting import wait_for
 
 REPLICA = "x-promptswap-replica"
 MISSES = "promptswap_device_cache_misses_total"

@@ -6,8 +6,9 @@ from __future__ import annotations
 import httpx
 
 from tests.api.conftest import Site
-from tests.deploy.calls import ADMIN, generate, metric, served, upload, wait_for
+from tests.deploy.calls import ADMIN, generate, metric, served, upload
 from tests.deploy.conftest import Cluster
+from tests.waiting import wait_for
 
 TEXT = "The film was"
 MISSES = "promptswap_device_cache_misses_total"

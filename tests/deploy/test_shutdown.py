@@ -29,10 +29,10 @@ from tests.deploy.calls import (
     metric,
     refused,
     upload,
-    wait_for,
 )
 from tests.deploy.conftest import compose_redis, replica_environment
 from tests.live_server import LiveServer, live_server
+from tests.waiting import wait_for
 
 TEXTS = ["The film was", "Awful plot", "Café crème", "A fine day", "numbers 01"]
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 
+from tests import waiting
 from tests.redis_server import RedisServer, free_port
 
 
@@ -18,11 +18,7 @@ def durable_redis(folder: Path) -> RedisServer:
 
 def wait_for(condition: Callable[[], bool], seconds: float, what: str) -> None:
     """Poll `condition` until it holds; fail naming `what` after `seconds`."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {seconds} s waiting for {what}")
-        time.sleep(0.05)
+    waiting.wait_for(condition, bool, what, timeout=seconds)
 
 
 def metric(url: str, name: str) -> float:
