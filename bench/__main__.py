@@ -2,10 +2,11 @@
 
     python -m bench --smoke            # seconds; CI keeps the code working with it
     python -m bench --quick            # under 10 minutes on a 2-core CPU
-    python -m bench --full             # under an hour
+    python -m bench --full             # realistic lengths; 1 h 34 min on a 2-core CPU (BENCHMARKS.md)
     python -m bench --quick --device cuda
 
-Writes bench/results/<suite>.json, summary.json, summary.md (the table in BENCHMARKS.md) and PNG plots.
+Writes <suite>.json, summary.json, summary.md (the table in BENCHMARKS.md) and PNG plots to bench/results
+(--quick) or bench/results/<mode> (--smoke, --full).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from bench.context import Context
 from bench.models import load, model_dir
 from bench.plots import plot_targets
 from bench.results import SuiteResult, machine, write_suite, write_summary
+
+RESULTS = Path(__file__).parent / "results"  # the --quick run's, the headline of BENCHMARKS.md
 
 # Run order: memory last, so it can report the server's peak after the server-level suites.
 SUITES = (
@@ -55,7 +58,9 @@ def parse_args() -> argparse.Namespace:
         help="CPU threads for torch here and in the server (default 1: on a shared machine two threads stall "
         "whenever another process holds a core; 0: torch's default)",
     )  # fmt: skip
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results", help="where results go")
+    parser.add_argument(
+        "--out", type=Path, help="where results go (default: bench/results for --quick, bench/results/<mode> otherwise)"
+    )
     parser.add_argument("--only", nargs="+", choices=SUITES, help="run just these suites")
     parser.set_defaults(profile="quick")
     return parser.parse_args()
@@ -69,6 +74,8 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    if args.out is None:
+        args.out = RESULTS if profile.name == "quick" else RESULTS / profile.name
     args.out.mkdir(parents=True, exist_ok=True)
     meta = {
         "command": " ".join(["python -m bench", *sys.argv[1:]]),
