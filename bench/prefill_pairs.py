@@ -21,8 +21,7 @@ from transformers.utils import logging as transformers_logging
 from bench.config import PROFILES, TINY
 from bench.context import Context
 from bench.models import load, model_dir
-from bench.suites.prompt_cost import prefix_of
-from server.engine.runner import PrefillRow
+from bench.suites.prompt_cost import prefill_rows
 
 
 def main() -> None:
@@ -39,11 +38,7 @@ def main() -> None:
         ctx = Context(profile, torch.device("cpu"), folder, model, tokenizer, Path(scratch), Path(scratch), 1)
         prompts = ctx.prompts("prompt_tuning", profile.cost_batch)
         shapes = ctx.shapes(profile.cost_batch, seed=3)  # the prompt-cost suite's rows
-        rows = list(enumerate(zip(shapes, prompts, strict=True)))
-        sides = {
-            "prompt_kv": [PrefillRow(i, shape.input_ids, prefix_of(prompt)) for i, (shape, prompt) in rows],
-            "base": [PrefillRow(i, shape.input_ids) for i, (shape, _) in rows],
-        }
+        sides = dict(zip(("prompt_kv", "base"), prefill_rows(shapes, prompts), strict=True))
 
         def prefill_seconds(name: str) -> float:
             start = time.perf_counter()

@@ -13,6 +13,7 @@ import torch
 from bench.context import Context
 from bench.measure import Spread, Target, alternate, ratios, timed
 from bench.results import SuiteResult
+from bench.workload import Shape
 from server.engine.runner import PrefillRow, RowPrompt
 from server.prompts.forms import PrefixKV, TaskPrompt
 
@@ -48,14 +49,20 @@ def prefix_of(prompt: TaskPrompt) -> RowPrompt:
     return RowPrompt(prefix=form)
 
 
+def prefill_rows(shapes: list[Shape], prompts: list[TaskPrompt]) -> tuple[list[PrefillRow], list[PrefillRow]]:
+    """The same rows twice: each with its task's prompt KV, and on the base model."""
+    pairs = enumerate(zip(shapes, prompts, strict=True))
+    with_prompt = [PrefillRow(i, shape.input_ids, prefix_of(prompt)) for i, (shape, prompt) in pairs]
+    return with_prompt, [PrefillRow(i, shape.input_ids) for i, shape in enumerate(shapes)]
+
+
 def run(ctx: Context) -> SuiteResult:
     size = ctx.profile.cost_batch
     prompts = ctx.prompts("prompt_tuning", size)
     shapes = ctx.shapes(size, seed=3)
     with_prompt = [shape.request(prompts[i]) for i, shape in enumerate(shapes)]
     base_only = [shape.request(None) for shape in shapes]
-    rows = [PrefillRow(i, s.input_ids, prefix_of(p)) for i, (s, p) in enumerate(zip(shapes, prompts, strict=True))]
-    base_rows = [PrefillRow(i, s.input_ids) for i, s in enumerate(shapes)]
+    rows, base_rows = prefill_rows(shapes, prompts)
     engine, device = ctx.engine, ctx.device
     runs = {
         "generate_prompt": lambda: timed(lambda: engine.generate(with_prompt), device),
