@@ -42,7 +42,7 @@ def main() -> None:
 
         def prefill_seconds(name: str) -> float:
             start = time.perf_counter()
-            ctx.engine.runner.prefill(sides[name])
+            ctx.engine.next_token_logits(sides[name])
             return time.perf_counter() - start
 
         prefill_seconds("base")  # warm-up

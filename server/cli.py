@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from prompt_store.artifact import load_artifact_dir
 from prompt_store.errors import UserError
 from server.config import ServerConfig
+from server.engine.scheduler import SchedulerConfig
 
 log = logging.getLogger("promptswap")
 
@@ -54,6 +55,18 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     serve.add_argument("--inference-key", default=env_default("inference-key", None), help="required for inference")
     serve.add_argument("--max-batch-size", type=int, default=int(env_default("max-batch-size", "32") or 32))
+    serve.add_argument(
+        "--kv-cache-mb", type=int, default=int(env_default("kv-cache-mb", "2048") or 2048),
+        help="memory for the running rows' keys and values, allocated once (task prefixes are in the device cache)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--max-prefill-tokens", type=int, default=int(env_default("max-prefill-tokens", "4096") or 4096),
+        help="prompt tokens one step prefills; longer prompts are prefilled in chunks while other rows decode",
+    )  # fmt: skip
+    serve.add_argument(
+        "--max-waiting", type=int, default=int(env_default("max-waiting", "256") or 256),
+        help="requests that may wait for a batch slot; past it requests get 429",
+    )  # fmt: skip
     serve.add_argument("--device-cache-mb", type=int, default=int(env_default("device-cache-mb", "2048") or 2048))
     serve.add_argument(
         "--shutdown-timeout", type=float, default=float(env_default("shutdown-timeout", "30") or 30),
@@ -108,9 +121,13 @@ def serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.admin_key_file:
         args.admin_key = read_secret(args.admin_key_file)
+    scheduler = SchedulerConfig(
+        max_batch_size=args.max_batch_size, max_prefill_tokens=args.max_prefill_tokens, max_waiting=args.max_waiting,
+        kv_cache_bytes=args.kv_cache_mb << 20,
+    )  # fmt: skip
     config = ServerConfig(
         model=args.model, store=args.store, host=args.host, port=args.port, device=args.device, dtype=args.dtype,
-        admin_key=args.admin_key, inference_key=args.inference_key, max_batch_size=args.max_batch_size,
+        admin_key=args.admin_key, inference_key=args.inference_key, scheduler=scheduler,
         device_cache_bytes=args.device_cache_mb << 20, shutdown_timeout=args.shutdown_timeout,
         max_upload_bytes=args.max_upload_mb << 20,
     )  # fmt: skip

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from server.engine.scheduler import SchedulerConfig
 
 
 @dataclass(frozen=True)
@@ -15,10 +17,7 @@ class ServerConfig:
     dtype: str = "auto"
     admin_key: str | None = None  # required for registry writes when set
     inference_key: str | None = None  # required for inference routes when set
-    max_batch_size: int = 32
-    max_batch_tokens: int = 65536
-    max_prefill_tokens: int = 4096
-    max_waiting: int = 256
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)  # batch, KV cache and queue limits
     device_cache_bytes: int = 2 << 30
     max_upload_bytes: int = 256 << 20
     max_body_bytes: int = 8 << 20  # JSON request bodies

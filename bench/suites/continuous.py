@@ -13,7 +13,6 @@ from __future__ import annotations
 from bench.context import Context
 from bench.measure import Spread, alternate, ratios, timed
 from bench.results import SuiteResult
-from server.engine.core import EngineCore
 from server.engine.engine import Engine, Request
 from server.engine.scheduler import SchedulerConfig
 
@@ -24,7 +23,7 @@ def run_static(engine: Engine, requests: list[Request], batch: int) -> None:
 
 
 def run_continuous(engine: Engine, requests: list[Request], batch: int) -> None:
-    core = EngineCore(engine, SchedulerConfig(max_batch_size=batch, max_waiting=len(requests)))
+    core = engine.core(SchedulerConfig(max_batch_size=batch, max_waiting=len(requests)))
     for request in requests:
         core.add(request)
     while core.has_work:

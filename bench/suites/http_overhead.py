@@ -18,7 +18,6 @@ from bench.context import Context
 from bench.measure import Spread, Target, ratios
 from bench.results import SuiteResult
 from server.engine.async_engine import AsyncEngine
-from server.engine.core import EngineCore
 from server.engine.engine import Request
 from server.engine.sampling import SamplingParams
 from server.engine.scheduler import SchedulerConfig
@@ -57,7 +56,7 @@ async def measure(ctx: Context, jobs: list[Job], names: list[str]) -> dict[str, 
     engine = ctx.engine
     prompts = dict(zip(names, ctx.prompts("prompt_tuning", len(names)), strict=True))
     scheduler = SchedulerConfig(max_batch_size=concurrency)
-    direct = AsyncEngine(EngineCore(engine, scheduler))
+    direct = AsyncEngine(engine.core(scheduler))
     direct.start()
 
     async def send_direct(job: Job) -> int:

@@ -25,7 +25,6 @@ from prompt_store.artifact import parse_artifact
 from prompt_store.file_store import FileStore
 from prompt_store.records import VersionRecord
 from server.engine.async_engine import AsyncEngine
-from server.engine.core import EngineCore
 from server.engine.engine import Request
 from server.engine.scheduler import SchedulerConfig
 from server.prompts.registry import PromptRegistry
@@ -93,7 +92,7 @@ async def measure(ctx: Context) -> dict[str, object]:
         everything.release(await everything.acquire(task))
     await warm_up(small, zipf_choices(p.many_warmup, p.many_tasks, 1.0, seed=p.repeats))  # a seed no repeat uses
     before = dataclasses.replace(small.pool.stats)
-    runner = AsyncEngine(EngineCore(ctx.engine, SchedulerConfig(max_batch_size=p.http_concurrency)))
+    runner = AsyncEngine(ctx.engine.core(SchedulerConfig(max_batch_size=p.http_concurrency)))
     runner.start()
     samples: dict[str, list[float]] = {"cache_for_some": [], "all_cached": []}
     for repeat, jobs in enumerate(workloads):

@@ -14,8 +14,8 @@ from bench.context import Context
 from bench.measure import Spread, Target, alternate, ratios, timed
 from bench.results import SuiteResult
 from bench.workload import Shape
-from server.engine.runner import PrefillRow, RowPrompt
-from server.prompts.forms import PrefixKV, TaskPrompt
+from server.engine.request import Request
+from server.prompts.forms import TaskPrompt
 
 THROUGHPUT_GOAL = 0.95
 TTFT_GOAL = 1.05
@@ -42,33 +42,23 @@ def embeddings_prefill(ctx: Context, rows: list[tuple[tuple[int, ...], TaskPromp
     model(inputs_embeds=inputs, attention_mask=mask, logits_to_keep=1)
 
 
-def prefix_of(prompt: TaskPrompt) -> RowPrompt:
-    """A causal prompt-tuning task's row: its prompt KV, computed once."""
-    form = prompt.prefixes[0]
-    assert isinstance(form, PrefixKV), "prompt tuning on a causal model is served from a prefix"
-    return RowPrompt(prefix=form)
-
-
-def prefill_rows(shapes: list[Shape], prompts: list[TaskPrompt]) -> tuple[list[PrefillRow], list[PrefillRow]]:
-    """The same rows twice: each with its task's prompt KV, and on the base model."""
-    pairs = enumerate(zip(shapes, prompts, strict=True))
-    with_prompt = [PrefillRow(i, shape.input_ids, prefix_of(prompt)) for i, (shape, prompt) in pairs]
-    return with_prompt, [PrefillRow(i, shape.input_ids) for i, shape in enumerate(shapes)]
+def prefill_rows(shapes: list[Shape], prompts: list[TaskPrompt]) -> tuple[list[Request], list[Request]]:
+    """The same rows twice: each with its task's prompt (served from its prefix KV), and on the base model."""
+    with_prompt = [shape.request(prompt) for shape, prompt in zip(shapes, prompts, strict=True)]
+    return with_prompt, [shape.request(None) for shape in shapes]
 
 
 def run(ctx: Context) -> SuiteResult:
     size = ctx.profile.cost_batch
     prompts = ctx.prompts("prompt_tuning", size)
     shapes = ctx.shapes(size, seed=3)
-    with_prompt = [shape.request(prompts[i]) for i, shape in enumerate(shapes)]
-    base_only = [shape.request(None) for shape in shapes]
-    rows, base_rows = prefill_rows(shapes, prompts)
+    with_prompt, base_only = prefill_rows(shapes, prompts)
     engine, device = ctx.engine, ctx.device
     runs = {
         "generate_prompt": lambda: timed(lambda: engine.generate(with_prompt), device),
         "generate_base": lambda: timed(lambda: engine.generate(base_only), device),
-        "prefill_prompt_kv": lambda: timed(lambda: engine.runner.prefill(rows), device),
-        "prefill_base": lambda: timed(lambda: engine.runner.prefill(base_rows), device),
+        "prefill_prompt_kv": lambda: timed(lambda: engine.next_token_logits(with_prompt), device),
+        "prefill_base": lambda: timed(lambda: engine.next_token_logits(base_only), device),
         "prefill_embeddings": lambda: timed(
             lambda: embeddings_prefill(ctx, [(s.input_ids, p) for s, p in zip(shapes, prompts, strict=True)]), device
         ),

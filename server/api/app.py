@@ -20,21 +20,17 @@ from server.api.observability import DeviceCacheCollector, HttpMetrics
 from server.api.service import ServerState
 from server.config import ServerConfig
 from server.engine.async_engine import AsyncEngine
-from server.engine.core import EngineCore
 from server.engine.engine import Engine
 from server.engine.metrics import EngineMetrics
 from server.engine.model import BaseModel
-from server.engine.scheduler import SchedulerConfig
 from server.prompts.registry import PromptRegistry
 
 
 def create_app(config: ServerConfig, base: BaseModel, tokenizer: Any, model_name: str) -> FastAPI:
     metrics = CollectorRegistry()
     engine = Engine(base, tokenizer)
-    scheduler = SchedulerConfig(
-        config.max_batch_size, config.max_batch_tokens, config.max_prefill_tokens, config.max_waiting
-    )
-    runner = AsyncEngine(EngineCore(engine, scheduler, EngineMetrics(metrics)))
+    core = engine.core(config.scheduler, EngineMetrics(metrics)) if engine.kind.runner is not None else None
+    runner = AsyncEngine(core)
     store = open_store(config.store)
     registry = PromptRegistry(
         store, base.spec, engine.build_prompt, config.device_cache_bytes, config.max_upload_bytes,

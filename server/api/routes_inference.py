@@ -15,8 +15,8 @@ from server.api.schemas import ClassifyBody, GenerateBody
 from server.api.service import ServerState, sampling_params, usage_json
 from server.api.streaming import DONE, merged, sse, sse_error
 from server.engine.async_engine import RequestStream
-from server.engine.engine import Request as EngineRequest
 from server.engine.request import Generation
+from server.engine.sampling import SamplingParams
 from server.errors import InvalidRequest
 from server.prompts.registry import Lease
 
@@ -73,9 +73,10 @@ async def stream_events(streams: list[RequestStream]) -> AsyncIterator[str]:
 @router.post("/v1/classify")
 async def classify(body: ClassifyBody, request: Request) -> dict[str, Any]:
     state = state_of(request)
-    if state.engine.encoder is not None:
+    if state.engine.kind.classifier is not None:
         return await classify_with_heads(state, body)
-    async with state.lease(body.task, body.version) as lease:
+    lease = await state.acquire(body.task, body.version)
+    try:
         card = lease.record.card if lease else None
         labels = body.labels if body.labels is not None else (card.labels if card else None)
         if not labels:
@@ -88,13 +89,18 @@ async def classify(body: ClassifyBody, request: Request) -> dict[str, Any]:
         empty = [n for n, ids in zip(names, continuations, strict=True) if not ids]
         if empty:
             raise InvalidRequest(f"labels: verbalizers of {empty} tokenize to nothing")
-        prompt = lease.prompt if lease else None
         encoded = [state.encode(text, card) for text in state.rows(body.inputs)]
-        rows = [EngineRequest(e.input_ids, prompt, body.task_index, prompt_at=e.prompt_at) for e in encoded]
-        scores = await state.runner.run(lambda: state.engine.score_continuations(rows, continuations))
-        probabilities = torch.softmax(scores, dim=-1)  # [B, L]
-        results = []
-        for row in probabilities.tolist():
-            best = max(range(len(names)), key=row.__getitem__)
-            results.append({"label": names[best], "scores": dict(zip(names, row, strict=True))})
-        return {"task": body.task, "version": lease.record.version if lease else None, "results": results}
+    except BaseException:
+        state.release(lease)
+        raise
+    branches = tuple(tuple(ids) for ids in continuations)
+    streams = state.submit(lease, encoded, body.task_index, SamplingParams(max_new_tokens=1), branches)
+    scores = [Generation() for _ in streams]
+    async for index, event in merged(streams):
+        scores[index].add(event)
+    probabilities = torch.softmax(torch.tensor([list(s.scores) for s in scores]), dim=-1)  # [B, L]
+    results = []
+    for row in probabilities.tolist():
+        best = max(range(len(names)), key=row.__getitem__)
+        results.append({"label": names[best], "scores": dict(zip(names, row, strict=True))})
+    return {"task": body.task, "version": lease.record.version if lease else None, "results": results}

@@ -91,11 +91,17 @@ class ServerState:
             self.registry.release(lease)
 
     def submit(
-        self, lease: Lease | None, inputs: Sequence[Encoded], task_index: int, params: SamplingParams
+        self,
+        lease: Lease | None,
+        inputs: Sequence[Encoded],
+        task_index: int,
+        params: SamplingParams,
+        continuations: tuple[tuple[int, ...], ...] = (),
     ) -> list[RequestStream]:
-        """Queue one engine request per input. The lease is released when the last of them leaves
-        the engine, whatever happens to the HTTP connection; if one is refused, the ones already
-        queued are withdrawn (and release the lease as they leave)."""
+        """Queue one engine request per input (scoring `continuations` instead of generating, if given).
+        The lease is released when the last of them leaves the engine, whatever happens to the HTTP
+        connection; if one is refused, the ones already queued are withdrawn (and release the lease as
+        they leave)."""
         prompt = lease.prompt if lease else None
         remaining = len(inputs)
         lock = threading.Lock()
@@ -111,7 +117,9 @@ class ServerState:
         streams: list[RequestStream] = []
         try:
             for row in inputs:
-                request = Request(row.input_ids, prompt, task_index, params, row_done, prompt_at=row.prompt_at)
+                request = Request(
+                    row.input_ids, prompt, task_index, params, row_done, row.prompt_at, continuations=continuations
+                )
                 streams.append(self.runner.submit(request))
         except BaseException:
             with lock:

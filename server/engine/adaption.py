@@ -6,9 +6,8 @@ PEFT wraps the attention of the top layers and adds to its output, per layer,
 
 where Kₐ, Vₐ are the layer's own key/value projections of the A adapter tokens (no rotary) and q
 are the layer's queries (rotary applied): a separate softmax over the adapter tokens, no mask.
-Here every row carries its own adapter or none, so the term is computed for the whole batch from
-per-row keys padded to the longest adapter, a mask over the padding and a per-row gate (0 for rows
-without an adapter in that layer, which therefore get exactly nothing added).
+Here every row of a packed step carries its own adapter or none, so the term is computed for the
+tokens of each row that has an adapter in that layer, and added to those tokens only.
 
 This is the only module that knows how a supported family's attention computes queries.
 """
@@ -20,7 +19,6 @@ import contextlib
 import math
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -104,49 +102,15 @@ class Gpt2Family(AttentionFamily):
 FAMILIES: dict[str, AttentionFamily] = {"llama": LlamaFamily(), "mistral": LlamaFamily(), "gpt2": Gpt2Family()}
 
 
-@dataclass(frozen=True)
-class LayerAdapters:
-    """One layer's adapters for every row of a batch."""
-
-    keys: torch.Tensor  # [B, H_kv, A, hd], zero where a row has fewer (or no) adapter tokens
-    values: torch.Tensor  # [B, H_kv, A, hd]
-    slots: torch.Tensor  # [B, 1, 1, A] bool: True where the row has an adapter token
-    gates: torch.Tensor  # [B, 1, 1, 1]: the row's gate, 0 without an adapter in this layer
-    rows: torch.Tensor  # [B, 1, 1]: 1 where the row has an adapter in this layer, else 0
-
-
-def stack_adapters(adapters: Sequence[AdaptionPrompt | None]) -> dict[int, LayerAdapters]:
-    """Per adapted layer, the batch's adapters padded to the longest."""
-    present = [a for a in adapters if a is not None]
-    length = max(a.num_virtual_tokens for a in present)
-    like = present[0].keys[0]
-    heads, _, head_dim = like.shape
-    stacked = {}
-    for layer in sorted({layer for a in present for layer in a.layers}):
-        keys = like.new_zeros(len(adapters), heads, length, head_dim)
-        values = like.new_zeros(len(adapters), heads, length, head_dim)
-        # Rows without this layer keep every slot open over zero keys: a finite softmax that the zero gate cancels.
-        slots = torch.ones(len(adapters), 1, 1, length, dtype=torch.bool, device=like.device)
-        gates = like.new_zeros(len(adapters), 1, 1, 1)
-        rows = like.new_zeros(len(adapters), 1, 1)
-        for row, adapter in enumerate(adapters):
-            if adapter is None or layer not in adapter.layers:
-                continue
-            index, num_tokens = adapter.layers.index(layer), adapter.num_virtual_tokens
-            keys[row, :, :num_tokens] = adapter.keys[index]
-            values[row, :, :num_tokens] = adapter.values[index]
-            slots[row, ..., num_tokens:] = False
-            gates[row] = adapter.gates[index]
-            rows[row] = 1
-        stacked[layer] = LayerAdapters(keys, values, slots, gates, rows)
-    return stacked
+# The packed tokens of one row of a step, and that row's adapter.
+AdapterRow = tuple[slice, AdaptionPrompt]
 
 
 class AdapterHooks:
     """Forward hooks on every layer's attention that add the adapter term for the rows that have one.
 
-    The batch's adapters are per thread: a prompt being encoded on another thread while the engine
-    runs a batch never sees that batch's adapters.
+    The step's adapter rows are per thread: a prompt being encoded on another thread while the
+    engine runs a step never sees that step's adapters.
     """
 
     def __init__(self, model: nn.Module, family: AttentionFamily, num_layers: int) -> None:
@@ -161,12 +125,12 @@ class AdapterHooks:
         return self.family.project(self.family.attention(self.model, layer), prompt)
 
     @contextlib.contextmanager
-    def applied(self, adapters: Sequence[AdaptionPrompt | None]) -> Iterator[None]:
-        """Within the block, forward passes on this thread add row i's adapter to row i."""
-        if all(adapter is None for adapter in adapters):
+    def applied(self, rows: Sequence[AdapterRow]) -> Iterator[None]:
+        """Within the block, forward passes on this thread add each row's adapter to its tokens."""
+        if not rows:
             yield
             return
-        self._local.active = stack_adapters(adapters)
+        self._local.active = rows
         try:
             yield
         finally:
@@ -174,20 +138,26 @@ class AdapterHooks:
 
     def _hook(self, layer: int) -> Any:
         def add_adapter(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> Any:
-            active: dict[int, LayerAdapters] | None = getattr(self._local, "active", None)
-            adapters = active.get(layer) if active else None
-            if adapters is None:
+            rows: Sequence[AdapterRow] = getattr(self._local, "active", None) or ()
+            rows = [(tokens, adapter) for tokens, adapter in rows if layer in adapter.layers]
+            if not rows:
                 return None
-            queries = self.family.queries(module, args, kwargs)  # [B, H, T, hd]
-            group = queries.shape[1] // adapters.keys.shape[1]
-            keys = adapters.keys.repeat_interleave(group, dim=1)  # [B, H, A, hd]
-            values = adapters.values.repeat_interleave(group, dim=1)
-            scores = queries @ keys.transpose(2, 3) / math.sqrt(queries.shape[-1])  # [B, H, T, A]
-            scores = scores.masked_fill(~adapters.slots, float("-inf"))
-            weights = adapters.gates * torch.softmax(scores, dim=-1, dtype=torch.float32).to(queries.dtype)
-            batch, _, length, _ = queries.shape
-            mixed = (weights @ values).transpose(1, 2).reshape(batch, length, -1)  # [B, T, H*hd]
-            added = self.family.output(module, mixed) * adapters.rows  # [B, T, D]
-            return (output[0] + added, *output[1:])
+            queries = self.family.queries(module, args, kwargs)  # [1, H, T, hd]
+            result = output[0].clone()  # [1, T, D]
+            for tokens, adapter in rows:
+                result[:, tokens] += self._term(module, queries[:, :, tokens], adapter, layer)
+            return (result, *output[1:])
 
         return add_adapter
+
+    def _term(self, module: nn.Module, queries: torch.Tensor, adapter: AdaptionPrompt, layer: int) -> torch.Tensor:
+        """gate · softmax(q·Kₐᵀ/√d)·Vₐ through the layer's output map, for one row's queries [1, H, n, hd]."""
+        index = adapter.layers.index(layer)
+        group = queries.shape[1] // adapter.keys[index].shape[0]
+        keys = adapter.keys[index].repeat_interleave(group, dim=0)[None]  # [1, H, A, hd]
+        values = adapter.values[index].repeat_interleave(group, dim=0)[None]
+        scores = queries @ keys.transpose(2, 3) / math.sqrt(queries.shape[-1])  # [1, H, n, A]
+        weights = adapter.gates[index] * torch.softmax(scores, dim=-1, dtype=torch.float32).to(queries.dtype)
+        length = queries.shape[2]
+        mixed = (weights @ values).transpose(1, 2).reshape(1, length, -1)  # [1, n, H*hd]
+        return self.family.output(module, mixed)  # [1, n, D]

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from prompt_store.errors import UserError
 from server.engine.core import EngineCore
 from server.engine.request import Event, Generation, Request
+from server.errors import InvalidRequest
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -65,7 +66,8 @@ class RequestStream:
 
 
 class AsyncEngine:
-    def __init__(self, core: EngineCore) -> None:
+    def __init__(self, core: EngineCore | None) -> None:
+        """`core`: None for a model that does not generate (an encoder classifier runs jobs only)."""
         self.core = core
         self.streams: dict[int, RequestStream] = {}
         self._wake = threading.Condition()
@@ -86,7 +88,13 @@ class AsyncEngine:
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join)
 
+    @property
+    def has_work(self) -> bool:
+        return self.core is not None and self.core.has_work
+
     def submit(self, request: Request) -> RequestStream:
+        if self.core is None:
+            raise InvalidRequest("this model does not generate; use /v1/classify")
         request_id = self.core.add(request)
         stream = RequestStream(self, request_id)
         self.streams[request_id] = stream
@@ -103,7 +111,8 @@ class AsyncEngine:
         return await future
 
     def cancel(self, request_id: int) -> None:
-        self.core.cancel(request_id)
+        if self.core is not None:
+            self.core.cancel(request_id)
         self._notify()
 
     def _notify(self) -> None:
@@ -113,7 +122,7 @@ class AsyncEngine:
     def _run(self) -> None:
         while True:
             with self._wake:
-                while not self.core.has_work and not self._jobs and not self._stopping:
+                while not self.has_work and not self._jobs and not self._stopping:
                     self._wake.wait()
                 if self._stopping:
                     return
@@ -121,7 +130,7 @@ class AsyncEngine:
                 self._jobs.clear()
             for job, future in jobs:
                 self._run_job(job, future)
-            if not self.core.has_work:
+            if self.core is None or not self.core.has_work:
                 continue
             try:
                 events = self.core.step()

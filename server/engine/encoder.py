@@ -21,12 +21,10 @@ import torch
 from server.engine.checks import check_input_ids, check_task_index
 from server.engine.kv_cache import KVState
 from server.engine.model import BaseModel
-from server.engine.request import Request
+from server.engine.request import PAD_TOKEN_ID, Request
 from server.errors import ContextTooLong, InvalidRequest
 from server.prompts.encoder_forms import EncoderPrompt
 from server.prompts.forms import PrefixKV
-
-PAD_TOKEN_ID = 0  # any valid id: pad positions are masked out as keys and never read
 
 
 class EncoderRunner:

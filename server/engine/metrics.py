@@ -21,4 +21,13 @@ class EngineMetrics:
         self.decode_seconds = Histogram(
             "promptswap_decode_step_seconds", "Time of one decode step", buckets=STEP_BUCKETS, registry=r
         )
+        self.kv_capacity_bytes = Gauge(
+            "promptswap_kv_capacity_bytes", "Bytes of the key/value pool for the rows' own tokens", registry=r
+        )
+        self.kv_row_bytes = Gauge(
+            "promptswap_kv_row_bytes", "Bytes of keys/values the running rows hold for their own tokens", registry=r
+        )
+        self.kv_prefix_bytes = Gauge(
+            "promptswap_kv_prefix_bytes", "Bytes of the distinct task prefixes the running rows read", registry=r
+        )
         self.finished = Counter("promptswap_requests_finished", "Requests that left the engine", ["reason"], registry=r)

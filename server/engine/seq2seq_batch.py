@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import torch
 
-from server.engine.batch import Batch
 from server.engine.kv_cache import KVState
 
 
@@ -37,12 +36,16 @@ def _first_used_column(mask: torch.Tensor) -> int:
 
 
 @dataclass(frozen=True)
-class Seq2SeqBatch(Batch):
-    """`Batch`'s fields hold the decoder side (`kv` is its self-attention state); the rest is the encoder's.
+class Seq2SeqBatch:
+    """The decoder side (`kv` is its self-attention state, left-padded) and the encoder's, row by row.
 
     `next_positions` counts each row's decoder prefix and tokens so far; T5 takes no position ids.
     """
 
+    request_ids: tuple[int, ...]  # [B] the engine's sequence ids, in row order
+    kv: KVState  # per decoder layer [B, H, S, hd]
+    attention_mask: torch.Tensor  # [B, S] int64, 1 = real decoder position
+    next_positions: torch.Tensor  # [B] int64
     encoder_states: torch.Tensor  # [B, E, D] encoder output
     encoder_mask: torch.Tensor  # [B, E] int64, 1 = real encoder position
     cross_kv: KVState  # per decoder layer [B, H, E, hd], computed once from `encoder_states`
@@ -60,14 +63,14 @@ class Seq2SeqBatch(Batch):
             encoder_states=self.encoder_states[rows, encoder_start:],
             encoder_mask=encoder_mask[:, encoder_start:],
             cross_kv=self.cross_kv.select(rows, encoder_start),
-            adapters=tuple(self.adapters[i] for i in keep),
         )
 
+    def __len__(self) -> int:
+        return len(self.request_ids)
+
     @staticmethod
-    def concatenate(batches: Sequence[Batch]) -> Seq2SeqBatch:
-        """One batch holding every row of `batches`, both halves left-padded to the longest."""
-        parts = [batch for batch in batches if isinstance(batch, Seq2SeqBatch)]
-        assert len(parts) == len(batches), "an encoder-decoder batch only joins another one"
+    def concatenate(parts: Sequence[Seq2SeqBatch]) -> Seq2SeqBatch:
+        """One batch holding every row of `parts`, both halves left-padded to the longest."""
         length = max(part.kv.length for part in parts)
         encoder_length = max(part.encoder_mask.shape[1] for part in parts)
         return Seq2SeqBatch(
@@ -78,5 +81,4 @@ class Seq2SeqBatch(Batch):
             encoder_states=torch.cat([_left_pad(part.encoder_states, encoder_length, 1) for part in parts]),
             encoder_mask=torch.cat([_left_pad(part.encoder_mask, encoder_length, 1) for part in parts]),
             cross_kv=KVState.concatenate([part.cross_kv for part in parts]),
-            adapters=tuple(adapter for part in parts for adapter in part.adapters),
         )

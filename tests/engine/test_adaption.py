@@ -7,7 +7,6 @@ import torch
 
 from prompt_store.artifact import load_artifact_dir
 from prompt_store.errors import UnsupportedMethod
-from server.engine.core import EngineCore
 from server.engine.model import model_spec
 from server.engine.scheduler import SchedulerConfig
 from tests.conftest import TaskRequest, Zoo
@@ -79,7 +78,7 @@ def test_rows_join_and_leave_a_running_batch_with_adapters(adapter_zoo: Zoo) -> 
     """At most three rows run at once, so rows with and without adapters join as others finish."""
     served = adapter_zoo.engine()
     batch = requests(seed=3)
-    core = EngineCore(served.engine, SchedulerConfig(max_batch_size=3))
+    core = served.engine.core(SchedulerConfig(max_batch_size=3))
     ids = [core.add(served.request(r.input_ids, r.task, **r.options)) for r in batch]
     produced: dict[int, list[int]] = {i: [] for i in ids}
     while core.has_work:

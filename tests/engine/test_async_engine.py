@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from server.engine.async_engine import AsyncEngine, EngineFailed
-from server.engine.core import EngineCore
 from server.engine.scheduler import SchedulerConfig
 from tests.conftest import Served, Zoo
 
@@ -26,7 +25,7 @@ async def until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
 @pytest.fixture
 async def running(llama_zoo: Zoo) -> AsyncIterator[tuple[Served, AsyncEngine]]:
     served = llama_zoo.engine()
-    engine = AsyncEngine(EngineCore(served.engine, SchedulerConfig(max_batch_size=8)))
+    engine = AsyncEngine(served.engine.core(SchedulerConfig(max_batch_size=8)))
     engine.start()
     yield served, engine
     await engine.stop()
@@ -76,7 +75,7 @@ async def test_a_consumer_that_goes_away_frees_its_row(running: tuple[Served, As
         received += 1
         if received == 3:
             break  # the client disconnected
-    await until(lambda: engine.core.batch is not None and len(engine.core.batch) == 1)
+    await until(lambda: engine.core is not None and len(engine.core.running) == 1)
     other.cancel()
     result = await other.result()
     assert result.finish_reason == "cancelled" and len(result.token_ids) < 200
@@ -88,13 +87,13 @@ async def test_a_failed_step_ends_the_running_requests_and_the_engine_goes_on(
 ) -> None:
     served, engine = running
     runner = served.engine.runner
-    real_decode = runner.decode
+    real_forward = runner.forward
 
     def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
-        monkeypatch.setattr(runner, "decode", real_decode)
+        monkeypatch.setattr(runner, "forward", real_forward)
         raise RuntimeError("CUDA error: an illegal memory access (simulated)")
 
-    monkeypatch.setattr(runner, "decode", broken)
+    monkeypatch.setattr(runner, "forward", broken)
     with pytest.raises(EngineFailed) as caught:
         await engine.submit(served.request([1, 2], max_new_tokens=5)).result()
     assert caught.value.status_code == 503

@@ -62,7 +62,7 @@ def test_greedy_results_equal_peft_alone_for_any_arrivals(
 ) -> None:
     served: Served = llama_zoo.engine()
     config = SchedulerConfig(max_batch_size=max_batch_size, max_prefill_tokens=max_prefill_tokens)
-    core = EngineCore(served.engine, config)
+    core = served.engine.core(config)
     requests, arrivals = {}, {}
     for key, (index, arrival, max_new_tokens) in enumerate(picks):
         spec, _ = pool[index]
@@ -72,34 +72,34 @@ def test_greedy_results_equal_peft_alone_for_any_arrivals(
     for key, (index, _, max_new_tokens) in enumerate(picks):
         assert results[key].token_ids == pool[index][1][:max_new_tokens]
         assert results[key].finish_reason == "length"
-    assert core.batch is None and not core.scheduler.running
+    assert not core.has_work and not core.scheduler.running and core.scheduler.slots.used == 0
 
 
 def test_cancelled_request_leaves_at_the_next_step(llama_zoo: Zoo) -> None:
     served = llama_zoo.engine()
-    core = EngineCore(served.engine, SchedulerConfig())
+    core = served.engine.core(SchedulerConfig())
     done = []
     ids = []
     for i in range(3):
         request = served.request([5 + i, 6, 7], "prompt_tuning", max_new_tokens=20, stop_at_eos=False)
         ids.append(core.add(type(request)(**{**request.__dict__, "on_done": lambda i=i: done.append(i)})))
     core.step()
-    assert core.batch is not None and len(core.batch) == 3
-    width = core.batch.kv.keys[0].shape[0]
+    assert len(core.running) == 3
+    held = core.scheduler.slots.used
     core.cancel(ids[1])
     events = core.step()
-    assert len(core.batch) == 2 and core.batch.kv.keys[0].shape[0] == width - 1  # its KV rows are gone
+    assert len(core.running) == 2 and core.scheduler.slots.used < held  # its KV slots are free
     assert [e.finish_reason for e in events if e.request_id == ids[1]] == ["cancelled"]
     assert done == [1] and ids[1] not in core.scheduler.running
     core.cancel(ids[0])
     core.cancel(ids[2])
     core.step()
-    assert core.batch is None and not core.has_work and sorted(done) == [0, 1, 2]
+    assert not core.running and not core.has_work and sorted(done) == [0, 1, 2]
 
 
 def test_cancelled_while_waiting_never_runs(llama_zoo: Zoo) -> None:
     served = llama_zoo.engine()
-    core = EngineCore(served.engine, SchedulerConfig(max_batch_size=1))
+    core = served.engine.core(SchedulerConfig(max_batch_size=1))
     first = core.add(served.request([1, 2], max_new_tokens=3))
     second = core.add(served.request([3, 4], max_new_tokens=3))
     core.cancel(second)
@@ -113,7 +113,7 @@ def test_cancelled_while_waiting_never_runs(llama_zoo: Zoo) -> None:
 
 def test_a_full_queue_refuses_with_429(llama_zoo: Zoo) -> None:
     served = llama_zoo.engine()
-    core = EngineCore(served.engine, SchedulerConfig(max_waiting=2))
+    core = served.engine.core(SchedulerConfig(max_waiting=2))
     core.add(served.request([1], max_new_tokens=2))
     core.add(served.request([2], max_new_tokens=2))
     with pytest.raises(QueueFull) as caught:
@@ -139,7 +139,7 @@ def test_stop_strings_and_text_in_the_engine(llama_zoo: Zoo) -> None:
 
 def test_metrics_count_tokens_and_steps(llama_zoo: Zoo) -> None:
     served = llama_zoo.engine()
-    core = EngineCore(served.engine, SchedulerConfig(max_batch_size=2))
+    core = served.engine.core(SchedulerConfig(max_batch_size=2))
     for i in range(3):
         core.add(served.request([i + 1, 2, 3], "prefix", max_new_tokens=4, stop_at_eos=False))
     assert core.metrics.registry.get_sample_value("promptswap_queue_depth") == 3

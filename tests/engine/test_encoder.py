@@ -89,7 +89,7 @@ def test_each_task_changes_the_answer(zoo: EncoderZoo) -> None:
     ids = zoo.ids(TEXTS[2])
     pt2 = zoo.prompts["pt2"]
     served = zoo.engine.classify([Request(ids, pt2)])[0]
-    pooled = zoo.engine.encoder.pooled([Request(ids, None)])[0]
+    pooled = zoo.engine.kind.classifier.pooled([Request(ids, None)])[0]
     without_prompt = torch.nn.functional.linear(pooled, pt2.head.weight, pt2.head.bias)
     assert (served - without_prompt).abs().max() > 1e-3
 
@@ -99,7 +99,7 @@ def test_base_rows_beside_task_rows_equal_the_encoder_alone(zoo: EncoderZoo) -> 
         Request(zoo.ids(TEXTS[0]), None), Request(zoo.ids(TEXTS[2]), zoo.prompts["prefix3"]),
         Request(zoo.ids(TEXTS[1]), zoo.prompts["pt2"]), Request(zoo.ids(TEXTS[3]), None),
     ]  # fmt: skip
-    pooled = zoo.engine.encoder.pooled(requests)
+    pooled = zoo.engine.kind.classifier.pooled(requests)
     alone = AutoModel.from_pretrained(zoo.model_dir).eval()
     for row in (0, 3):
         with torch.no_grad():

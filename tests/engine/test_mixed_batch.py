@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from server.engine.runner import PrefillRow
 from tests.conftest import TASKS, TaskRequest, Zoo
-from tests.engine.join_leave import assert_join_and_leave, join_and_leave
+from tests.engine.join_leave import Row, assert_join_and_leave, join_and_leave
 from tests.factories import VOCAB, peft_greedy
 
 MAX_NEW_TOKENS = 8
@@ -72,7 +71,7 @@ def test_rows_join_and_leave_between_steps(zoo: Zoo) -> None:
     expected = [peft_answer(zoo, r)[0] for r in requests]
     runner = served.engine.runner
     rows = [
-        PrefillRow(i, r.input_ids, served.engine.check(served.request(r.input_ids, r.task, **r.options)))
+        Row(i, r.input_ids, served.engine.check(served.request(r.input_ids, r.task, **r.options)))
         for i, r in enumerate(requests)
     ]
     produced = join_and_leave(runner, rows, MAX_NEW_TOKENS)

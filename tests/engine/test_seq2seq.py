@@ -17,11 +17,11 @@ from prompt_store.errors import ArtifactMismatch, UnsupportedMethod
 from prompt_store.methods import METHODS
 from server.engine.engine import Engine, Request
 from server.engine.model import wrap_model
-from server.engine.runner import PrefillRow
 from server.engine.sampling import SamplingParams
 from server.prompts.build import stored_prefix
 from server.prompts.forms import TaskPrompt
 from server.prompts.seq2seq_forms import seq2seq_form_name
+from tests.engine.join_leave import Row as RunnerRow
 from tests.engine.join_leave import assert_join_and_leave, join_and_leave
 from tests.factories import VOCAB, load_peft, save_artifact
 from tests.seq2seq_factories import SEQ2SEQ_METHODS, make_t5, peft_seq2seq_greedy, peft_seq2seq_scores
@@ -194,7 +194,7 @@ def test_rows_join_and_leave_between_steps(t5_zoo: T5Zoo) -> None:
     engine, prompts = t5_zoo.engine()
     rows = mixed_rows()
     expected = [t5_zoo.answer(row)[0] for row in rows]
-    prefill = [PrefillRow(i, r.input_ids, engine.check(r)) for i, r in enumerate(requests(prompts, rows))]
+    prefill = [RunnerRow(i, r.input_ids, engine.check(r)) for i, r in enumerate(requests(prompts, rows))]
     produced = join_and_leave(engine.runner, prefill, MAX_NEW_TOKENS)
     assert_join_and_leave(produced, expected, "t5")
 
