@@ -38,10 +38,14 @@ Tokens = slice | torch.Tensor  # query tokens of a part: a range of the packed s
 
 
 @dataclass(frozen=True)
-class DecodeRow:
-    """A row fed one token: it attends slots `start .. start + length` (that token included)."""
+class DecodeGroup:
+    """`count` rows fed one token each, consecutive in the step, whose runs start `stride` slots apart
+    from `start` and who attend `length` slots each (the fed token included): one call reads all their
+    keys as one strided view of the pool, nothing copied. A row alone is a group of one."""
 
     start: int
+    stride: int
+    count: int
     length: int
 
 
@@ -66,13 +70,13 @@ class Visible:
 class StepLayout:
     """Everything one forward's attention needs, built once and read by every layer.
 
-    The packed step holds the decoding rows' tokens first (one each, in `decode` order), then the
+    The packed step holds the decoding rows' tokens first (one each, group after group), then the
     spans; the first `len(slots)` tokens are stored at `slots`.
     """
 
     pool: KVPool
     slots: torch.Tensor  # [S] int64
-    decode: tuple[DecodeRow, ...]
+    decode: tuple[DecodeGroup, ...]
     spans: tuple[Span, ...]
     visible: tuple[Visible, ...]
 
@@ -102,26 +106,26 @@ class StepLayout:
         return out[None]
 
     def _decode(self, layer: int, q: torch.Tensor, out: torch.Tensor, lse: torch.Tensor | None, scale: float) -> None:
-        rows, heads, head_dim = len(self.decode), q.shape[1], q.shape[2]
-        kv_heads = self.pool.keys[layer].shape[1]
-        # The queries sharing a key/value head are that head's queries: [1, H_kv, group, hd] per row.
-        queries = q[:rows].reshape(rows, 1, kv_heads, heads // kv_heads, head_dim).unbind(0)
-        keys, values = self.pool.keys[layer], self.pool.values[layer]  # [1, H_kv, capacity, hd]
-        if lse is None:
-            outputs = [
-                F.scaled_dot_product_attention(qr, keys[:, :, r.start : r.start + r.length],
-                                               values[:, :, r.start : r.start + r.length], scale=scale)
-                for qr, r in zip(queries, self.decode, strict=True)
-            ]  # fmt: skip
-            out[:rows] = torch.cat(outputs).view(rows, heads, head_dim)
-            return
-        results = [
-            attention_with_lse(qr, keys[:, :, r.start : r.start + r.length],
-                               values[:, :, r.start : r.start + r.length], scale)
-            for qr, r in zip(queries, self.decode, strict=True)
-        ]  # fmt: skip
-        out[:rows] = torch.cat([o for o, _ in results]).view(rows, heads, head_dim)
-        lse[:rows] = torch.cat([s for _, s in results]).view(rows, heads)
+        heads, head_dim = q.shape[1], q.shape[2]
+        pool_keys, pool_values = self.pool.keys[layer], self.pool.values[layer]  # [1, H_kv, capacity, hd]
+        kv_heads, capacity = pool_keys.shape[1], pool_keys.shape[2]
+        first = 0
+        for group in self.decode:
+            count = group.count
+            tokens = slice(first, first + count)
+            first += count
+            # The queries sharing a key/value head are that head's queries: [n, H_kv, group, hd].
+            queries = q[tokens].reshape(count, kv_heads, heads // kv_heads, head_dim)
+            size = (count, kv_heads, group.length, head_dim)
+            strides = (group.stride * head_dim, capacity * head_dim, head_dim, 1)
+            keys = pool_keys.as_strided(size, strides, group.start * head_dim)  # [n, H_kv, L, hd]
+            values = pool_values.as_strided(size, strides, group.start * head_dim)
+            if lse is None:
+                o = F.scaled_dot_product_attention(queries, keys, values, scale=scale)
+            else:
+                o, s = attention_with_lse(queries, keys, values, scale)
+                lse[tokens] = s.reshape(count, heads)
+            out[tokens] = o.reshape(count, heads, head_dim)
 
     def _visible(
         self, layer: int, part: Visible, q: torch.Tensor, out: torch.Tensor, lse: torch.Tensor, scale: float
@@ -175,8 +179,8 @@ def attention_with_lse(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Softmax attention and the log-sum-exp of each query's scores.
 
-    q [1, H, n, hd], k/v [1, H, m, hd] (as many heads as q) -> out [1, H, n, hd], lse [1, H, n] float32.
-    `causal` needs n == m; `mask` is additive, [n, m] in q's dtype.
+    q [B, H, n, hd], k/v [B, H, m, hd] (as many heads as q) -> out [B, H, n, hd], lse [B, H, n] float32.
+    `causal` needs n == m; `mask` is additive, broadcastable to [B, H, n, m], in q's dtype.
     """
     if q.device.type == "cpu":
         out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
@@ -195,13 +199,13 @@ def attention_with_lse_math(
     mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`attention_with_lse` in plain matrix products, in float32, for any device."""
-    scores = (q.float() @ k.float().transpose(-1, -2)) * scale  # [1, H, n, m]
+    scores = (q.float() @ k.float().transpose(-1, -2)) * scale  # [B, H, n, m]
     if causal:
         n = scores.shape[-2]
         scores = scores.masked_fill(torch.ones(n, n, dtype=torch.bool, device=q.device).triu(1), float("-inf"))
     if mask is not None:
         scores = scores + mask.float()
-    lse = torch.logsumexp(scores, dim=-1)  # [1, H, n]
+    lse = torch.logsumexp(scores, dim=-1)  # [B, H, n]
     out = torch.exp(scores - lse[..., None]) @ v.float()
     return out.to(q.dtype), lse
 

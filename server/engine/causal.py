@@ -15,18 +15,19 @@ from typing import Any
 import torch
 
 from server.engine.adaption import FAMILIES, AdapterHooks, AdapterRow
-from server.engine.attention import STEP_KWARG, DecodeRow, Span, StepLayout, Tokens, Visible, branch_mask, install
+from server.engine.attention import STEP_KWARG, DecodeGroup, Span, StepLayout, Tokens, Visible, branch_mask, install
 from server.engine.kv_pool import KVPool, kv_bytes_per_token
 from server.engine.model import BaseModel
 from server.engine.request import PAD_TOKEN_ID, RowPrompt, Work
 from server.prompts.forms import PrefixKV
 
 
-def _rank(work: Work) -> int:
-    """Packed order: decoding rows (one stored token), then prompt chunks, then scored continuations."""
+def _order(work: Work) -> tuple[int, int]:
+    """Packed order: decoding rows (one stored token) by where their runs lie, then prompt chunks,
+    then scored continuations."""
     if work.branches:
-        return 2
-    return 0 if work.num_tokens == 1 else 1
+        return (2, 0)
+    return (0, work.segment) if work.num_tokens == 1 else (1, 0)
 
 
 @dataclass
@@ -37,7 +38,7 @@ class PackedStep:
     token_ids: list[int] = field(default_factory=list)
     positions: list[int] = field(default_factory=list)
     slots: list[int] = field(default_factory=list)
-    decode: list[DecodeRow] = field(default_factory=list)
+    decode: list[tuple[int, int]] = field(default_factory=list)  # decoding rows: (first slot of the run, keys)
     spans: list[Span] = field(default_factory=list)
     visible: list[Visible] = field(default_factory=list)
     prefixes: dict[int, tuple[PrefixKV, list[int]]] = field(default_factory=dict)  # id -> (prefix, its tokens)
@@ -59,7 +60,7 @@ class PackedStep:
             self.positions.extend(range(before, before + count))
             self.slots.extend(range(work.segment + work.start, work.segment + work.start + count))
             if count == 1:
-                self.decode.append(DecodeRow(work.segment, work.start + 1))
+                self.decode.append((work.segment, work.start + 1))
             else:
                 self.spans.append(Span(tokens))
         if work.start and (work.branches or count > 1):
@@ -78,7 +79,23 @@ class PackedStep:
         for prefix, tokens in self.prefixes.values():
             visible.append(Visible(_tokens(tokens, self.device), prefix=prefix))
         slots = torch.tensor(self.slots, dtype=torch.long, device=self.device)
-        return StepLayout(pool, slots, tuple(self.decode), tuple(self.spans), tuple(visible))
+        return StepLayout(pool, slots, tuple(decode_groups(self.decode)), tuple(self.spans), tuple(visible))
+
+
+def decode_groups(rows: list[tuple[int, int]]) -> list[DecodeGroup]:
+    """Group decoding rows `(run start, keys)`, sorted by start, that one strided view can read: runs
+    equally far apart, and as many keys each. Rows admitted together with equal reservations and
+    inputs sit like that; any other row is a group of one."""
+    groups: list[DecodeGroup] = []
+    for start, length in rows:
+        last = groups[-1] if groups else None
+        if last is not None and last.length == length:
+            stride = start - last.start if last.count == 1 else last.stride
+            if start == last.start + last.count * stride and length <= stride:
+                groups[-1] = DecodeGroup(last.start, stride, last.count + 1, length)
+                continue
+        groups.append(DecodeGroup(start, 0, 1, length))
+    return groups
 
 
 def _tokens(indices: list[int], device: torch.device) -> Tokens:
@@ -135,7 +152,7 @@ class CausalRunner:
         """Run every work item; returns the next-token logits [R, V] (float32) that the items ask for,
         in the order of `works` and of each item's `logits_at`."""
         step = PackedStep(self.device)
-        for index in sorted(range(len(works)), key=lambda i: _rank(works[i])):
+        for index in sorted(range(len(works)), key=lambda i: _order(works[i])):
             step.add(index, works[index])
         keep = [step.offsets[i] + j for i, work in enumerate(works) for j in work.logits_at]
         device = self.device
