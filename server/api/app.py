@@ -38,7 +38,7 @@ def create_app(config: ServerConfig, base: BaseModel, tokenizer: Any, model_name
     store = open_store(config.store)
     registry = PromptRegistry(
         store, base.spec, engine.build_prompt, config.device_cache_bytes, config.max_upload_bytes,
-        cache_pointers=store.shares_events,
+        cache_pointers=store.shares_events, max_form_bytes=config.form_limit_bytes, dtype_bytes=base.dtype.itemsize,
     )  # fmt: skip
     metrics.register(DeviceCacheCollector(registry))
     http = HttpMetrics(metrics, config.max_task_labels)

@@ -69,11 +69,14 @@ class HttpMetrics:
         self.max_tasks = max_tasks
         self.tasks: set[str] = set()
 
-    def task_label(self, task: str) -> str:
-        if task in self.tasks or len(self.tasks) < self.max_tasks:
-            self.tasks.add(task)
-            return task
-        return "other"
+    def count_task(self, task: str | None) -> None:
+        """Count an inference request. Call it only with a task the registry resolved: a label per name a
+        client can make up would let anyone grow /metrics without bound and use up the task labels."""
+        name = "(base model)" if task is None else task
+        if name not in self.tasks and len(self.tasks) >= self.max_tasks:
+            name = "other"
+        self.tasks.add(name)
+        self.task_requests.labels(name).inc()
 
     async def middleware(self, request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         start = time.perf_counter()

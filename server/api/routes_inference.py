@@ -47,11 +47,12 @@ async def generate(body: GenerateBody, request: Request) -> dict[str, Any] | Str
 
 async def start_generation(state: ServerState, body: GenerateBody) -> tuple[Lease | None, list[RequestStream]]:
     """Resolve, check and queue every row; any error surfaces here, before a response starts."""
+    texts = state.rows(body.inputs)
     lease = await state.acquire(body.task, body.version)
     try:
         card = lease.record.card if lease else None
         params = sampling_params(body.parameters, card)
-        inputs = [state.encode(text, card) for text in state.rows(body.inputs)]
+        inputs = await state.encode_rows(texts, card)
     except BaseException:
         state.release(lease)
         raise
@@ -75,6 +76,7 @@ async def classify(body: ClassifyBody, request: Request) -> dict[str, Any]:
     state = state_of(request)
     if state.engine.encoder is not None:
         return await classify_with_heads(state, body)
+    texts = state.rows(body.inputs)
     async with state.lease(body.task, body.version) as lease:
         card = lease.record.card if lease else None
         labels = body.labels if body.labels is not None else (card.labels if card else None)
@@ -84,12 +86,13 @@ async def classify(body: ClassifyBody, request: Request) -> dict[str, Any]:
             raise InvalidRequest(f"labels: at most {state.config.max_labels}, found {len(labels)}")
         verbalizers = labels if isinstance(labels, dict) else {label: label for label in labels}
         names = list(verbalizers)
-        continuations = [state.tokenizer(verbalizers[n], add_special_tokens=False)["input_ids"] for n in names]
+        continuations = await state.tokenize_labels([verbalizers[n] for n in names])
         empty = [n for n, ids in zip(names, continuations, strict=True) if not ids]
         if empty:
             raise InvalidRequest(f"labels: verbalizers of {empty} tokenize to nothing")
+        state.check_classify_work(len(texts), continuations)
         prompt = lease.prompt if lease else None
-        encoded = [state.encode(text, card) for text in state.rows(body.inputs)]
+        encoded = await state.encode_rows(texts, card)
         rows = [EngineRequest(e.input_ids, prompt, body.task_index, prompt_at=e.prompt_at) for e in encoded]
         scores = await state.runner.run(lambda: state.engine.score_continuations(rows, continuations))
         probabilities = torch.softmax(scores, dim=-1)  # [B, L]
