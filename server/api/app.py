@@ -11,9 +11,9 @@ from fastapi import Depends, FastAPI
 from prometheus_client import CollectorRegistry, Gauge
 
 from prompt_store.store import open_store
-from server.api import observability, routes_inference, routes_openai, routes_prompts
+from server.api import docs, observability, routes_inference, routes_openai, routes_prompts
 from server.api.admission import Admission, AdmissionMiddleware
-from server.api.auth import require_inference
+from server.api.auth import require_reader
 from server.api.body_limit import BodyLimit
 from server.api.errors import install_error_handlers
 from server.api.observability import DeviceCacheCollector, HttpMetrics
@@ -65,15 +65,19 @@ def create_app(config: ServerConfig, base: BaseModel, tokenizer: Any, model_name
         summary="Serve PEFT soft prompts, prefixes and adaption prompts from one frozen base model.",
         version="1",
         lifespan=lifespan,
+        openapi_url=None,  # served by `docs.router`, behind the inference key
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.server = state
     app.state.admission = admission
     install_error_handlers(app)
-    inference = [Depends(require_inference)]
+    inference = [Depends(require_reader)]
     app.include_router(routes_inference.router, dependencies=inference)
     app.include_router(routes_openai.router, dependencies=inference)
     app.include_router(routes_prompts.router)
     app.include_router(observability.router)
+    app.include_router(docs.router)
     app.middleware("http")(http.middleware)
     app.add_middleware(
         BodyLimit, json_limit=config.max_body_bytes, upload_limit=config.max_upload_bytes * 2 + (1 << 20)

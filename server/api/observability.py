@@ -5,13 +5,14 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Iterator
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from prompt_store.errors import UserError
+from server.api.auth import require_metrics_reader
 from server.prompts.registry import PromptRegistry
 
 router = APIRouter()
@@ -35,7 +36,7 @@ async def ready(request: Request) -> dict[str, str] | JSONResponse:
     return {"status": "ready", "model": state.model_name}
 
 
-@router.get("/metrics")
+@router.get("/metrics", dependencies=[Depends(require_metrics_reader)])
 async def metrics(request: Request) -> Response:
     return Response(generate_latest(request.app.state.server.metrics), media_type=CONTENT_TYPE_LATEST)
 
