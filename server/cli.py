@@ -166,6 +166,7 @@ def serve(args: argparse.Namespace) -> int:
     settings = uvicorn.Config(
         app, host=args.host, port=args.port, log_level=args.log_level.lower(), timeout_graceful_shutdown=1,
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        proxy_headers=False,  # uvicorn would take X-Forwarded-For from any local peer; --trust-forwarded-for decides
     )  # fmt: skip
     DrainingServer(settings, app.state.admission, config.shutdown_timeout).run()
     return 0

@@ -15,6 +15,7 @@ from server.api import docs, observability, routes_inference, routes_openai, rou
 from server.api.admission import Admission, AdmissionMiddleware
 from server.api.auth import require_reader
 from server.api.body_limit import BodyLimit
+from server.api.client_limit import ClientLimit
 from server.api.errors import install_error_handlers
 from server.api.observability import DeviceCacheCollector, HttpMetrics
 from server.api.service import ServerState
@@ -82,5 +83,6 @@ def create_app(config: ServerConfig, base: BaseModel, tokenizer: Any, model_name
     app.add_middleware(
         BodyLimit, json_limit=config.max_body_bytes, upload_limit=config.max_upload_bytes * 2 + (1 << 20)
     )
+    app.add_middleware(ClientLimit, config=config, metrics=metrics)
     app.add_middleware(AdmissionMiddleware, admission=admission)  # added last: the outermost layer
     return app
