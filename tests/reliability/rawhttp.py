@@ -98,3 +98,11 @@ class HeldRequest:
     def close(self) -> None:
         self.sock.close()
 
+
+def multipart_body(parts: dict[str, bytes], boundary: str) -> bytes:
+    """A multipart/form-data body with one file part per entry, named as the file."""
+    body = b""
+    for name, data in parts.items():
+        head = f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{name}"\r\n\r\n'
+        body += head.encode() + data + b"\r\n"
+    return body + f"--{boundary}--\r\n".encode()
