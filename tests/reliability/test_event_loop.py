@@ -98,13 +98,12 @@ MODEL = "model"  # replaced by the served model's name in the test
 
 @pytest.mark.parametrize("route", list(ROUTES))
 def test_ready_answers_while_a_request_is_being_tokenized(in_process: InProcess, site: Site, route: str) -> None:
-    path, body = ROUTES[route]
     held = in_process.tokenizer
     held.held.clear()
     held.release.clear()
-    payload = replace_model(body(f"{MARK} " + "word " * 20), str(site.model_dir))
+    url, payload = request(in_process, site, route, f"{MARK} " + "word " * 20)
     with ThreadPoolExecutor(1) as pool:
-        pending = pool.submit(httpx.post, f"{in_process.url}{path}", json=payload, timeout=180)
+        pending = pool.submit(httpx.post, url, json=payload, timeout=180)
         waiting.wait_for(held.held.is_set, bool, "the request to reach the tokenizer", timeout=120)
         ready = httpx.get(f"{in_process.url}/ready", timeout=60)  # the tokenizer is still held
         assert ready.status_code == 200 and not held.release.is_set()
@@ -116,15 +115,18 @@ def test_ready_answers_while_a_request_is_being_tokenized(in_process: InProcess,
 
 @pytest.mark.parametrize("route", list(ROUTES))
 def test_a_text_too_long_to_fit_is_never_tokenized(in_process: InProcess, site: Site, route: str) -> None:
-    path, body = ROUTES[route]
     held = in_process.tokenizer
     held.held.clear()
     held.release.set()
-    text = MARK + "x" * in_process.limit
-    answer = httpx.post(f"{in_process.url}{path}", json=replace_model(body(text), str(site.model_dir)), timeout=60)
-    assert_error(answer, 413, "context_too_long")
+    url, payload = request(in_process, site, route, MARK + "x" * in_process.limit)
+    assert_error(httpx.post(url, json=payload, timeout=60), 413, "context_too_long")
     assert not held.held.is_set()
 
 
-def replace_model(payload: dict[str, Any], model: str) -> dict[str, Any]:
-    return {**payload, "model": model} if payload.get("model") == MODEL else payload
+def request(in_process: InProcess, site: Site, route: str, text: str) -> tuple[str, dict[str, Any]]:
+    """The URL and body of `route` carrying `text`, naming the served model where the route wants one."""
+    path, body = ROUTES[route]
+    payload = body(text)
+    if payload.get("model") == MODEL:
+        payload["model"] = str(site.model_dir)
+    return f"{in_process.url}{path}", payload
