@@ -126,10 +126,9 @@ class PromptRegistry:
         """Resolve `task` (its current version unless `version` pins one) and pin its form."""
         if version is None:
             version = await self.current_version(task)
-        key = (task, version)
-        digest = self.digests.get(key)
-        cached = self.pool.acquire((task, version, digest)) if digest is not None else None
-        return cached or await self._load(key)
+        # A version whose content this replica has not seen yet misses (and counts as a miss) like any other.
+        cached = self.pool.acquire((task, version, self.digests.get((task, version), "")))
+        return cached or await self._load((task, version))
 
     def release(self, lease: Lease) -> None:
         if lease.cached:
