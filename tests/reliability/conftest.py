@@ -48,10 +48,20 @@ def directory_snapshot(root: Path) -> dict[str, str]:
 
 
 def redis_snapshot(url: str) -> dict[str, str]:
-    """Every key with its serialized value (DUMP: type and bytes) and its expiry."""
+    """Every key with its value and its expiry: sets and sorted sets by their members (their serialized
+    order changes as Redis rehashes them on reads), everything else serialized (DUMP: type and bytes)."""
     client = redis.Redis.from_url(url)
+
+    def value(key: bytes) -> str:
+        kind = client.type(key)
+        if kind == b"set":
+            return f"set {sorted(client.smembers(key))}"
+        if kind == b"zset":
+            return f"zset {client.zrange(key, 0, -1, withscores=True)}"
+        return (client.dump(key) or b"").hex()
+
     try:
-        return {key.decode(): f"{(client.dump(key) or b'').hex()} ttl={client.pttl(key)}" for key in client.scan_iter()}
+        return {key.decode(): f"{value(key)} ttl={client.pttl(key)}" for key in client.scan_iter()}
     finally:
         client.close()
 
