@@ -52,6 +52,7 @@ def serve(
         sys.executable, "-m", "server.cli", "serve", "--model", str(model_dir), "--device", str(device),
         "--port", str(port), "--store", f"file://{folder / 'store'}", "--max-batch-size", str(max_batch_size),
         "--log-level", "warning",
+        "--max-client-requests", "0",  # the benchmark is one client that fills the batch on purpose
     ]  # fmt: skip
     with open(log, "wb") as output:
         env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}

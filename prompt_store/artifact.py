@@ -22,6 +22,7 @@ from prompt_store.errors import (
     ArtifactTooLarge,
     InvalidCard,
     PickleRefused,
+    RuntimeFormTooLarge,
     UnsupportedMethod,
 )
 from prompt_store.heads import find_head, head_shapes
@@ -34,6 +35,8 @@ CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
 PICKLE_FILE = "adapter_model.bin"
 DEFAULT_MAX_BYTES = 256 << 20
+MAX_CONFIG_DEPTH = 16  # PEFT writes at most 3 levels; the config is stored in the record, which nests it further
+_TOO_DEEP = f"{CONFIG_FILE} nests arrays or objects more than {MAX_CONFIG_DEPTH} levels deep"
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,23 @@ class Artifact:
     @property
     def method(self) -> PromptMethod:
         return METHODS[self.peft_type]
+
+    def runtime_nbytes(self, spec: ModelSpec, dtype_bytes: int) -> int:
+        """Device bytes of its runtime forms on a model of `dtype_bytes` per value, before any is built."""
+        head = self.num_labels * (spec.hidden_size + 1) * dtype_bytes if self.num_labels else 0  # weight and bias
+        return self.method.runtime_nbytes(self.config, spec, dtype_bytes) + head
+
+
+def check_runtime_size(artifact: Artifact, spec: ModelSpec, dtype_bytes: int, max_bytes: int) -> None:
+    """Refuse an artifact whose runtime form would pass `max_bytes` on the device: a small file can
+    stand for a large form (multitask sub-tasks × virtual tokens × every layer's keys and values)."""
+    nbytes = artifact.runtime_nbytes(spec, dtype_bytes)
+    if nbytes > max_bytes:
+        raise RuntimeFormTooLarge(
+            f"this {artifact.peft_type} artifact ({artifact.num_tasks} sub-task(s) × {artifact.num_virtual_tokens} "
+            f"virtual tokens) would take {nbytes} bytes on the device; this server's limit is {max_bytes} bytes "
+            "per task version"
+        )
 
 
 def load_artifact_dir(path: str | Path, spec: ModelSpec, max_bytes: int = DEFAULT_MAX_BYTES) -> Artifact:
@@ -138,6 +158,22 @@ def _parse_config(data: bytes) -> dict[str, Any]:
         config = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ArtifactError(f"{CONFIG_FILE} is not valid JSON ({exc})") from None
+    except RecursionError:  # nested past Python's own limit
+        raise ArtifactError(_TOO_DEEP) from None
+    if json_depth(config) > MAX_CONFIG_DEPTH:
+        raise ArtifactError(_TOO_DEEP)
     if not isinstance(config, dict):
         raise ArtifactError(f"{CONFIG_FILE} must hold a JSON object")
     return config
+
+
+def json_depth(value: object) -> int:
+    """How deeply arrays and objects nest in a parsed JSON value (a scalar is 0), without recursion."""
+    deepest, pending = 0, [(value, 0)]
+    while pending:
+        item, depth = pending.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is not None:
+            deepest = max(deepest, depth + 1)
+            pending.extend((child, depth + 1) for child in children)
+    return deepest

@@ -64,6 +64,12 @@ class ArtifactTooLarge(UserError):
     status_code = 413
 
 
+class RuntimeFormTooLarge(ArtifactTooLarge):
+    """The artifact is small, but its runtime form on the device would pass the configured limit (HTTP 413)."""
+
+    error_type = "runtime_form_too_large"
+
+
 class InvalidTaskName(UserError):
     error_type = "invalid_task_name"
 

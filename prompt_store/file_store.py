@@ -8,8 +8,9 @@ Layout under the root:
 
 A version is written into a staging folder, fsynced, renamed to `vN`, and only then made
 visible by atomically replacing `state.json`. A crash at any point leaves either the old state
-or the new one; a `vN` folder that `state.json` does not list is invisible and is overwritten
-by the next write.
+or the new one; a `vN` folder that `state.json` does not list is invisible. What a crash leaves
+behind (staging folders, temporary state files, unlisted versions, a deleted task's folder) is
+removed when the store is opened, each task under its lock.
 """
 
 from __future__ import annotations
@@ -28,13 +29,14 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from prompt_store.errors import StoreFull, StoreUnavailable, UnknownTask, UnknownVersion
-from prompt_store.records import ChangeEvent, VersionRecord, check_task_name
+from prompt_store.records import TASK_NAME, ChangeEvent, VersionRecord, check_task_name
 from prompt_store.store import PromptStore, StoredVersion
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
 RECORD_FILE = "record.json"
 STATE_FILE = "state.json"
+STAGING_PREFIX, TRASH_PREFIX = ".staging-", ".deleted-"
 
 _replace = os.replace  # the commit step; tests inject failures here
 _FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
@@ -46,6 +48,7 @@ class FileStore(PromptStore):
         self.root = Path(root)
         (self.root / "tasks").mkdir(parents=True, exist_ok=True)
         (self.root / "locks").mkdir(parents=True, exist_ok=True)
+        self._remove_leftovers()
 
     @classmethod
     def from_url(cls, url: str) -> FileStore:
@@ -139,7 +142,7 @@ class FileStore(PromptStore):
             state = self._state(task) or {"current": 0, "versions": []}
             version = max(state["versions"], default=0) + 1
             record = draft.model_copy(update={"version": version, "created_at": time.time()})
-            staging = folder / f".staging-{uuid.uuid4().hex}"
+            staging = folder / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
             try:
                 staging.mkdir()
                 _write_synced(staging / CONFIG_FILE, config_bytes)
@@ -180,6 +183,7 @@ class FileStore(PromptStore):
         return tasks
 
     def _rollback(self, task: str, version: int) -> VersionRecord:
+        self._visible_state(task)  # a task that does not exist gets no lock file
         with self._locked(task):
             record = self._get_record(task, version)
             state = self._visible_state(task)
@@ -187,14 +191,38 @@ class FileStore(PromptStore):
         return record
 
     def _delete(self, task: str) -> None:
+        self._visible_state(task)  # a task that does not exist gets no lock file
         with self._locked(task):
             folder = self._task_dir(task)
             if self._state(task) is None:
                 raise UnknownTask(f"task {task!r} does not exist")
-            trash = self.root / "tasks" / f".deleted-{uuid.uuid4().hex}"
+            trash = self.root / "tasks" / f"{TRASH_PREFIX}{uuid.uuid4().hex}"
             _replace(folder, trash)  # one atomic step hides the whole task
             _sync_dir(self.root / "tasks")
             shutil.rmtree(trash, ignore_errors=True)
+
+    def _remove_leftovers(self) -> None:
+        """Remove what crashed writers left. A live writer of another process holds the task's lock
+        while it has anything unfinished on disk, so taking the lock makes the cleanup safe."""
+        for folder in sorted((self.root / "tasks").iterdir()):
+            if folder.name.startswith(TRASH_PREFIX):
+                shutil.rmtree(folder, ignore_errors=True)  # hidden already: the delete had committed
+            elif TASK_NAME.fullmatch(folder.name):
+                with self._locked(folder.name):
+                    self._remove_task_leftovers(folder)
+
+    def _remove_task_leftovers(self, folder: Path) -> None:
+        state = self._state(folder.name)
+        listed = {f"v{version}" for version in state["versions"]} if state is not None else set()
+        for entry in folder.iterdir():
+            if entry.name in listed or entry.name == STATE_FILE:
+                continue
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)  # a staging folder, or a version never made visible
+            else:
+                entry.unlink(missing_ok=True)  # a temporary state file
+        if state is None:
+            shutil.rmtree(folder, ignore_errors=True)  # the task's first upload never committed
 
 
 def _write_synced(path: Path, data: bytes) -> None:

@@ -14,6 +14,7 @@ from prompt_store.spec import MODEL_KINDS, ModelSpec
 MAX_VIRTUAL_TOKENS = 4096
 MAX_SUB_TASKS = 4096
 MAX_RANK = 4096
+FP32_BYTES = 4  # embeddings stay in float32 on the device, as trained
 
 
 def require_int(config: dict[str, Any], key: str, low: int, high: int) -> int:
@@ -61,6 +62,14 @@ class PromptMethod:
 
     def num_virtual_tokens(self, config: dict[str, Any]) -> int:
         return int(config["num_virtual_tokens"])
+
+    def runtime_nbytes(self, config: dict[str, Any], spec: ModelSpec, dtype_bytes: int) -> int:
+        """Device bytes of the runtime forms (DESIGN.md §2), known from a checked config before any is
+        built: every sub-task's embeddings, and on a causal model the keys and values computed from them."""
+        per_token = FP32_BYTES * spec.hidden_size
+        if spec.kind == "causal":
+            per_token += spec.kv_bytes_per_token(dtype_bytes)
+        return self.num_tasks(config) * config["num_virtual_tokens"] * per_token
 
     def runtime_form(self, kind: str, places_prompt: bool) -> str:
         """The device form it is served from (DESIGN.md §2): a prefix of keys/values computed once where
@@ -125,6 +134,10 @@ class MultitaskPromptTuning(PromptMethod):
     def num_tasks(self, config: dict[str, Any]) -> int:
         return int(config["num_tasks"])
 
+    def runtime_nbytes(self, config: dict[str, Any], spec: ModelSpec, dtype_bytes: int) -> int:
+        # On an encoder-decoder each sub-task also keeps the decoder's N embeddings.
+        return super().runtime_nbytes(config, spec, dtype_bytes) * (2 if spec.is_encoder_decoder else 1)
+
     def runtime_form(self, kind: str, places_prompt: bool) -> str:
         # On an encoder-decoder PEFT puts the sub-task's second N rows before the decoder's first token.
         form = super().runtime_form(kind, places_prompt)
@@ -150,6 +163,9 @@ class PrefixTuning(PromptMethod):
 
     def expected_shapes(self, config: dict[str, Any], spec: ModelSpec) -> dict[str, tuple[int, ...]]:
         return {"prompt_embeddings": (config["num_virtual_tokens"], 2 * spec.num_layers * spec.kv_dim)}
+
+    def runtime_nbytes(self, config: dict[str, Any], spec: ModelSpec, dtype_bytes: int) -> int:
+        return config["num_virtual_tokens"] * spec.kv_bytes_per_token(dtype_bytes)
 
 
 class Cartridge(PrefixTuning):
@@ -194,6 +210,10 @@ class AdaptionPrompt(PromptMethod):
 
     def num_virtual_tokens(self, config: dict[str, Any]) -> int:
         return int(config["adapter_len"])
+
+    def runtime_nbytes(self, config: dict[str, Any], spec: ModelSpec, dtype_bytes: int) -> int:
+        # per adapted layer: keys and values of the A adapter tokens, and the gate
+        return config["adapter_layers"] * (2 * config["adapter_len"] * spec.kv_dim + 1) * dtype_bytes
 
     def runtime_form(self, kind: str, places_prompt: bool) -> str:
         return "adaption_prompt"

@@ -11,6 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from prompt_store.errors import InvalidCard, InvalidTaskName
 
 PROMPT_PLACEHOLDER = "{prompt}"  # where a template puts the task's virtual tokens (default: before everything)
+INPUT_PLACEHOLDER = "{input}"
+MAX_TEMPLATE_INPUTS = 8  # each copy of {input} multiplies what a request makes the server tokenize and run
 TASK_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
 MAX_CARD_BYTES = 64 << 10
 
@@ -47,7 +49,7 @@ class TaskCard(BaseModel):
     @field_validator("template")
     @classmethod
     def _has_input(cls, template: str | None) -> str | None:
-        if template is not None and "{input}" not in template:
+        if template is not None and INPUT_PLACEHOLDER not in template:
             raise ValueError("template must contain {input}")
         if template is not None and template.count(PROMPT_PLACEHOLDER) > 1:
             raise ValueError("template may place {prompt} once")
@@ -60,13 +62,19 @@ class TaskCard(BaseModel):
 
 
 def parse_card(data: bytes) -> TaskCard:
+    """An uploaded card. Checked here, not in `TaskCard` itself, are the limits that may change
+    between releases (records stored under older ones must still load)."""
     if len(data) > MAX_CARD_BYTES:
         raise InvalidCard(f"card.json is {len(data)} bytes; the limit is {MAX_CARD_BYTES}")
     try:
-        return TaskCard.model_validate_json(data)
+        card = TaskCard.model_validate_json(data)
     except ValidationError as error:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'card'}: {e['msg']}" for e in error.errors())
         raise InvalidCard(f"card.json is invalid: {problems}") from None
+    copies = card.template.count(INPUT_PLACEHOLDER) if card.template is not None else 0
+    if copies > MAX_TEMPLATE_INPUTS:
+        raise InvalidCard(f"card.json: the template repeats {{input}} {copies} times; at most {MAX_TEMPLATE_INPUTS}")
+    return card
 
 
 class VersionRecord(BaseModel):

@@ -18,14 +18,17 @@ import numpy as np
 from prompt_store.errors import ArtifactError, PickleRefused
 
 MAX_HEADER_BYTES = 1 << 20
+MAX_DIMS = 8  # PEFT's prompt tensors have at most three
 
 _ITEM_SIZES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2}
+# Pickle protocols 2-5 start with 0x80 (PROTO), torch.save's zip with PK. A safetensors file may start
+# with 0x80 too (a header of 128 mod 256 bytes), so the magic is read only where the file is no safetensors.
 _PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")
 
 
 def read_safetensors(data: bytes, name: str = "adapter_model.safetensors") -> dict[str, np.ndarray]:
     """Parse `data` as safetensors and return `{tensor name: float32 array}`."""
-    if data.startswith(_PICKLE_MAGIC):
+    if not has_safetensors_layout(data) and data.startswith(_PICKLE_MAGIC):
         raise PickleRefused(name)
     if len(data) < 8:
         raise ArtifactError(f"{name}: {len(data)} bytes is too short to be a safetensors file")
@@ -36,12 +39,22 @@ def read_safetensors(data: bytes, name: str = "adapter_model.safetensors") -> di
         header = json.loads(data[8 : 8 + header_len], object_pairs_hook=_unique_keys)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ArtifactError(f"{name}: header is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ArtifactError(f"{name}: header nests JSON too deeply to be a safetensors header") from None
     if not isinstance(header, dict):
         raise ArtifactError(f"{name}: header must be a JSON object")
     body = memoryview(data)[8 + header_len :]
     tensors = {key: _read_tensor(name, key, entry, body) for key, entry in header.items() if key != "__metadata__"}
     _check_layout(name, header, len(body))
     return tensors
+
+
+def has_safetensors_layout(data: bytes) -> bool:
+    """The file's structure is safetensors': an 8-byte header length that fits the file, then a JSON object."""
+    if len(data) < 9:
+        return False
+    (header_len,) = struct.unpack("<Q", data[:8])
+    return header_len <= MAX_HEADER_BYTES and 8 + header_len <= len(data) and data[8:9] == b"{"
 
 
 def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
@@ -83,6 +96,10 @@ def _read_tensor(name: str, key: str, entry: object, body: memoryview) -> np.nda
         raise ArtifactError(
             f"{where}: data_offsets {offsets} do not hold {expected_bytes} bytes inside a body of {len(body)}"
         )
+    # Even a tensor with a zero dimension must have a shape the file could hold: numpy refuses
+    # shapes like [0, 2**62] (its size in bytes overflows), and so does this reader, first.
+    if len(shape) > MAX_DIMS or math.prod(max(dim, 1) for dim in shape) * _ITEM_SIZES[dtype] > len(body):
+        raise ArtifactError(f"{where}: shape {shape} does not fit in a body of {len(body)} bytes")
     raw = body[begin:end]
     if dtype == "BF16":
         widened = np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16

@@ -34,6 +34,10 @@ class ModelSpec:
         """Width of one layer's key (or value) per position: `num_key_value_heads * head_dim`."""
         return self.num_key_value_heads * self.head_dim
 
+    def kv_bytes_per_token(self, dtype_bytes: int) -> int:
+        """Bytes one position of a prefix takes on the device: a key and a value in every layer."""
+        return 2 * self.num_layers * self.kv_dim * dtype_bytes
+
     def fingerprint(self) -> str:
         """A stable hash of the spec, recorded with every validated artifact."""
         text = json.dumps(dataclasses.asdict(self), sort_keys=True)

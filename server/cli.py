@@ -33,6 +33,16 @@ def env_default(flag: str, default: str | None) -> str | None:
     return os.environ.get(f"PROMPTSWAP_{flag.upper().replace('-', '_')}") or default
 
 
+def env_int(flag: str, default: int | None) -> int | None:
+    value = env_default(flag, None)
+    return default if value is None else int(value)
+
+
+def env_switch(flag: str) -> bool:
+    """A switch is on when its `PROMPTSWAP_<FLAG>` is 1, true, yes or on."""
+    return (env_default(flag, None) or "").lower() in {"1", "true", "yes", "on"}
+
+
 def add_model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=env_default("model", None), help="path or hub id (default: SmolLM2-135M)")
     parser.add_argument("--device", default=env_default("device", "auto"), help="auto | cpu | cuda")
@@ -76,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-upload-mb", type=int, default=int(env_default("max-upload-mb", "256") or 256), help="per artifact file"
     )
     serve.add_argument("--log-level", default=env_default("log-level", "info"))
+    add_hostile_client_flags(serve)
 
     check = commands.add_parser("check", help="validate PEFT artifact directories against a model")
     check.add_argument("artifacts", nargs="+", help="directories written by PEFT's save_pretrained")
@@ -85,6 +96,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_client_commands(commands)
     return parser
+
+
+def add_hostile_client_flags(serve: argparse.ArgumentParser) -> None:
+    """Limits that keep one client from taking the server down or starving the others."""
+    defaults = ServerConfig()
+    serve.add_argument(
+        "--max-classify-tokens", type=int, default=env_int("max-classify-tokens", defaults.max_classify_tokens),
+        help="inputs × labels × verbalizer tokens one classify request may score (past it: 413)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--max-client-requests", type=int, default=env_int("max-client-requests", defaults.max_client_requests),
+        help="requests (streams included) one client may have in flight, past it 429; a client is its API key, "
+        "else its address (default: half of --max-batch-size; 0: no limit)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--trust-forwarded-for", action="store_true", default=env_switch("trust-forwarded-for"),
+        help="take a client's address from the last X-Forwarded-For entry (only behind a proxy that sets it)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--max-form-mb", type=int, default=env_int("max-form-mb", None),
+        help="largest runtime form of one task version on the device, past it the upload gets 413 "
+        "(default: a quarter of --device-cache-mb)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--public-metrics", action="store_true", default=env_switch("public-metrics"),
+        help="answer /metrics without a key even when --inference-key is set",
+    )  # fmt: skip
 
 
 def load_model(args: argparse.Namespace, with_tokenizer: bool = True):  # type: ignore[no-untyped-def]
@@ -130,6 +168,9 @@ def serve(args: argparse.Namespace) -> int:
         admin_key=args.admin_key, inference_key=args.inference_key, scheduler=scheduler,
         device_cache_bytes=args.device_cache_mb << 20, shutdown_timeout=args.shutdown_timeout,
         max_upload_bytes=args.max_upload_mb << 20,
+        max_classify_tokens=args.max_classify_tokens, max_client_requests=args.max_client_requests,
+        trust_forwarded_for=args.trust_forwarded_for, public_metrics=args.public_metrics,
+        max_form_bytes=None if args.max_form_mb is None else args.max_form_mb << 20,
     )  # fmt: skip
     base, tokenizer, name = load_model(args)
     if config.admin_key is None:
@@ -142,6 +183,7 @@ def serve(args: argparse.Namespace) -> int:
     settings = uvicorn.Config(
         app, host=args.host, port=args.port, log_level=args.log_level.lower(), timeout_graceful_shutdown=1,
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        proxy_headers=False,  # uvicorn would take X-Forwarded-For from any local peer; --trust-forwarded-for decides
     )  # fmt: skip
     DrainingServer(settings, app.state.admission, config.shutdown_timeout).run()
     return 0

@@ -25,3 +25,21 @@ class ServerConfig:
     max_labels: int = 100
     max_task_labels: int = 100  # distinct task names given their own metric label
     shutdown_timeout: float = 30.0  # seconds running requests get to finish after SIGTERM
+    max_classify_tokens: int = 4096  # inputs × labels × verbalizer tokens one classify request may score
+    max_client_requests: int | None = None  # in flight per client (key, else address); None: half the batch; 0: no cap
+    trust_forwarded_for: bool = False  # the client's address is X-Forwarded-For's last (a proxy in front adds it)
+    max_form_bytes: int | None = None  # one task version's runtime form; None: a quarter of the device cache
+    public_metrics: bool = False  # /metrics answers without a key even where --inference-key is set
+
+    @property
+    def client_request_limit(self) -> int:
+        """Requests one client may have in flight (0: no limit). By default no client can hold more than
+        half the batch, so one that never reads its streams cannot starve the others."""
+        if self.max_client_requests is None:
+            return max(1, self.scheduler.max_batch_size // 2)
+        return self.max_client_requests
+
+    @property
+    def form_limit_bytes(self) -> int:
+        """The largest runtime form one task version may have; by default four fit the device cache."""
+        return self.device_cache_bytes // 4 if self.max_form_bytes is None else self.max_form_bytes

@@ -11,10 +11,11 @@ from fastapi import Depends, FastAPI
 from prometheus_client import CollectorRegistry, Gauge
 
 from prompt_store.store import open_store
-from server.api import observability, routes_inference, routes_openai, routes_prompts
+from server.api import docs, observability, routes_inference, routes_openai, routes_prompts
 from server.api.admission import Admission, AdmissionMiddleware
-from server.api.auth import require_inference
+from server.api.auth import require_reader
 from server.api.body_limit import BodyLimit
+from server.api.client_limit import ClientLimit
 from server.api.errors import install_error_handlers
 from server.api.observability import DeviceCacheCollector, HttpMetrics
 from server.api.service import ServerState
@@ -34,7 +35,7 @@ def create_app(config: ServerConfig, base: BaseModel, tokenizer: Any, model_name
     store = open_store(config.store)
     registry = PromptRegistry(
         store, base.spec, engine.build_prompt, config.device_cache_bytes, config.max_upload_bytes,
-        cache_pointers=store.shares_events,
+        cache_pointers=store.shares_events, max_form_bytes=config.form_limit_bytes, dtype_bytes=base.dtype.itemsize,
     )  # fmt: skip
     metrics.register(DeviceCacheCollector(registry))
     http = HttpMetrics(metrics, config.max_task_labels)
@@ -61,18 +62,23 @@ def create_app(config: ServerConfig, base: BaseModel, tokenizer: Any, model_name
         summary="Serve PEFT soft prompts, prefixes and adaption prompts from one frozen base model.",
         version="1",
         lifespan=lifespan,
+        openapi_url=None,  # served by `docs.router`, behind the inference key
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.server = state
     app.state.admission = admission
     install_error_handlers(app)
-    inference = [Depends(require_inference)]
+    inference = [Depends(require_reader)]
     app.include_router(routes_inference.router, dependencies=inference)
     app.include_router(routes_openai.router, dependencies=inference)
     app.include_router(routes_prompts.router)
     app.include_router(observability.router)
+    app.include_router(docs.router)
     app.middleware("http")(http.middleware)
     app.add_middleware(
         BodyLimit, json_limit=config.max_body_bytes, upload_limit=config.max_upload_bytes * 2 + (1 << 20)
     )
+    app.add_middleware(ClientLimit, config=config, metrics=metrics)
     app.add_middleware(AdmissionMiddleware, admission=admission)  # added last: the outermost layer
     return app

@@ -22,12 +22,13 @@ from server.prompts.encoder_forms import EncoderPrompt
 async def classify_with_heads(state: ServerState, body: ClassifyBody) -> dict[str, Any]:
     if body.task is None:
         raise InvalidRequest("task: this model is an encoder classifier; name a task, whose head scores the input")
+    texts = state.rows(body.inputs)
     async with state.lease(body.task, body.version) as lease:
         assert lease is not None and isinstance(lease.prompt, EncoderPrompt)
         card = lease.record.card
         names = label_names(body.labels, card, lease.prompt.head.num_labels)
         # Cards on encoders cannot place {prompt} (refused at upload): every row's prompt comes first.
-        inputs = [state.encode(text, card).input_ids for text in state.rows(body.inputs)]
+        inputs = [row.input_ids for row in await state.encode_rows(texts, card)]
         rows = [EngineRequest(input_ids, lease.prompt, body.task_index) for input_ids in inputs]
         logits = await state.runner.run(lambda: state.engine.classify(rows))
         results = []

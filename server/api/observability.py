@@ -5,13 +5,14 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Iterator
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from prompt_store.errors import UserError
+from server.api.auth import require_metrics_reader
 from server.prompts.registry import PromptRegistry
 
 router = APIRouter()
@@ -35,7 +36,7 @@ async def ready(request: Request) -> dict[str, str] | JSONResponse:
     return {"status": "ready", "model": state.model_name}
 
 
-@router.get("/metrics")
+@router.get("/metrics", dependencies=[Depends(require_metrics_reader)])
 async def metrics(request: Request) -> Response:
     return Response(generate_latest(request.app.state.server.metrics), media_type=CONTENT_TYPE_LATEST)
 
@@ -69,11 +70,14 @@ class HttpMetrics:
         self.max_tasks = max_tasks
         self.tasks: set[str] = set()
 
-    def task_label(self, task: str) -> str:
-        if task in self.tasks or len(self.tasks) < self.max_tasks:
-            self.tasks.add(task)
-            return task
-        return "other"
+    def count_task(self, task: str | None) -> None:
+        """Count an inference request. Call it only with a task the registry resolved: a label per name a
+        client can make up would let anyone grow /metrics without bound and use up the task labels."""
+        name = "(base model)" if task is None else task
+        if name not in self.tasks and len(self.tasks) >= self.max_tasks:
+            name = "other"
+        self.tasks.add(name)
+        self.task_requests.labels(name).inc()
 
     async def middleware(self, request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         start = time.perf_counter()

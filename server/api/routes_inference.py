@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from prompt_store.errors import UserError
+from server.api.client_limit import client_of
 from server.api.encoder_classify import classify_with_heads
 from server.api.schemas import ClassifyBody, GenerateBody
 from server.api.service import ServerState, sampling_params, usage_json
@@ -31,7 +32,7 @@ def state_of(request: Request) -> ServerState:
 @router.post("/v1/generate", response_model=None)
 async def generate(body: GenerateBody, request: Request) -> dict[str, Any] | StreamingResponse:
     state = state_of(request)
-    lease, streams = await start_generation(state, body)
+    lease, streams = await start_generation(state, body, client_of(request))
     version = lease.record.version if lease else None
     if body.stream:
         return StreamingResponse(stream_events(streams), media_type="text/event-stream")
@@ -45,17 +46,20 @@ async def generate(body: GenerateBody, request: Request) -> dict[str, Any] | Str
     return {"task": body.task, "version": version, "outputs": outputs}
 
 
-async def start_generation(state: ServerState, body: GenerateBody) -> tuple[Lease | None, list[RequestStream]]:
+async def start_generation(
+    state: ServerState, body: GenerateBody, client: str
+) -> tuple[Lease | None, list[RequestStream]]:
     """Resolve, check and queue every row; any error surfaces here, before a response starts."""
+    texts = state.rows(body.inputs)
     lease = await state.acquire(body.task, body.version)
     try:
         card = lease.record.card if lease else None
         params = sampling_params(body.parameters, card)
-        inputs = [state.encode(text, card) for text in state.rows(body.inputs)]
+        inputs = await state.encode_rows(texts, card)
     except BaseException:
         state.release(lease)
         raise
-    return lease, state.submit(lease, inputs, body.task_index, params)
+    return lease, state.submit(lease, inputs, body.task_index, params, client)
 
 
 async def stream_events(streams: list[RequestStream]) -> AsyncIterator[str]:
@@ -75,6 +79,7 @@ async def classify(body: ClassifyBody, request: Request) -> dict[str, Any]:
     state = state_of(request)
     if state.engine.kind.classifier is not None:
         return await classify_with_heads(state, body)
+    texts = state.rows(body.inputs)
     lease = await state.acquire(body.task, body.version)
     try:
         card = lease.record.card if lease else None
@@ -85,20 +90,23 @@ async def classify(body: ClassifyBody, request: Request) -> dict[str, Any]:
             raise InvalidRequest(f"labels: at most {state.config.max_labels}, found {len(labels)}")
         verbalizers = labels if isinstance(labels, dict) else {label: label for label in labels}
         names = list(verbalizers)
-        continuations = [state.tokenizer(verbalizers[n], add_special_tokens=False)["input_ids"] for n in names]
+        continuations = await state.tokenize_labels([verbalizers[n] for n in names])
         empty = [n for n, ids in zip(names, continuations, strict=True) if not ids]
         if empty:
             raise InvalidRequest(f"labels: verbalizers of {empty} tokenize to nothing")
-        encoded = [state.encode(text, card) for text in state.rows(body.inputs)]
+        state.check_classify_work(len(texts), continuations)
+        encoded = await state.encode_rows(texts, card)
     except BaseException:
         state.release(lease)
         raise
+    # Each input is a scoring row of the running batch: prefilled once, its labels scored in bounded chunks.
     branches = tuple(tuple(ids) for ids in continuations)
-    streams = state.submit(lease, encoded, body.task_index, SamplingParams(max_new_tokens=1), branches)
-    scores = [Generation() for _ in streams]
+    streams = state.submit(lease, encoded, body.task_index, SamplingParams(max_new_tokens=1), client_of(request),
+                           continuations=branches)  # fmt: skip
+    scored = [Generation() for _ in streams]
     async for index, event in merged(streams):
-        scores[index].add(event)
-    probabilities = torch.softmax(torch.tensor([list(s.scores) for s in scores]), dim=-1)  # [B, L]
+        scored[index].add(event)
+    probabilities = torch.softmax(torch.tensor([list(s.scores) for s in scored]), dim=-1)  # [B, L]
     results = []
     for row in probabilities.tolist():
         best = max(range(len(names)), key=row.__getitem__)

@@ -6,6 +6,7 @@ defaults apply here (temperature 1, top_p 1, 16 tokens for completions).
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ from fastapi.responses import StreamingResponse
 
 from prompt_store.errors import UserError
 from prompt_store.records import TaskCard
+from server.api.client_limit import client_of
 from server.api.routes_inference import state_of
 from server.api.schemas import ChatBody, CompletionBody, Parameters
 from server.api.service import Encoded, ServerState, sampling_params
@@ -41,21 +43,19 @@ def stop_list(stop: str | list[str] | None) -> list[str] | None:
 
 
 async def start(
-    state: ServerState, model: str, rows: list[list[int]] | None, texts: list[str] | None, parameters: Parameters
+    request: Request, model: str, rows: list[list[int]] | None, texts: list[str] | None, parameters: Parameters
 ) -> tuple[list[RequestStream], list[int]]:
     """Resolve `model`, tokenize (`texts` through the card's template, or `rows` as given) and queue."""
+    state = state_of(request)
     lease: Lease | None = await state.acquire(task_of(state, model), None)
     try:
         card: TaskCard | None = lease.record.card if lease else None
-        if rows is not None:
-            inputs = [Encoded(ids) for ids in rows]
-        else:
-            inputs = [state.encode(text, card) for text in texts or []]
+        inputs = [Encoded(ids) for ids in rows] if rows is not None else await state.encode_rows(texts or [], card)
         params = sampling_params(parameters, None, SamplingParams(temperature=1.0))
     except BaseException:
         state.release(lease)
         raise
-    return state.submit(lease, inputs, 0, params), [len(row.input_ids) for row in inputs]
+    return state.submit(lease, inputs, 0, params, client_of(request)), [len(row.input_ids) for row in inputs]
 
 
 def usage(results: list[Generation], prompt_lengths: list[int]) -> dict[str, int]:
@@ -71,11 +71,12 @@ async def completions(body: CompletionBody, request: Request) -> dict[str, Any] 
         max_new_tokens=body.max_tokens, temperature=body.temperature, top_p=body.top_p,
         seed=body.seed, stop=stop_list(body.stop),
     )  # fmt: skip
-    streams, prompt_lengths = await start(state, body.model, None, texts, parameters)
+    streams, prompt_lengths = await start(request, body.model, None, texts, parameters)
     head = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
             "model": body.model}  # fmt: skip
     if body.stream:
-        return StreamingResponse(completion_chunks(head, streams), media_type="text/event-stream")
+        usage_at_end = prompt_lengths if body.stream_options and body.stream_options.include_usage else None
+        return StreamingResponse(completion_chunks(head, streams, usage_at_end), media_type="text/event-stream")
     results = await collect(streams)
     choices = [
         {"index": i, "text": r.text, "logprobs": None, "finish_reason": FINISH_REASONS.get(r.finish_reason, "stop")}
@@ -91,48 +92,67 @@ async def collect(streams: list[RequestStream]) -> list[Generation]:
     return results
 
 
-async def completion_chunks(head: dict[str, Any], streams: list[RequestStream]) -> AsyncIterator[str]:
+async def completion_chunks(
+    head: dict[str, Any], streams: list[RequestStream], usage_at_end: list[int] | None
+) -> AsyncIterator[str]:
+    """`usage_at_end`: the prompt lengths, when the client asked for a last chunk with the usage."""
+    results = [Generation() for _ in streams]
     try:
         async for index, event in merged(streams):
+            results[index].add(event)
             finish = FINISH_REASONS.get(event.finish_reason or "", "stop") if event.finish_reason else None
             if event.text or finish:
                 choice = {"index": index, "text": event.text, "logprobs": None, "finish_reason": finish}
                 yield sse({**head, "choices": [choice]})
     except UserError as error:
         yield sse_error(error)
+    else:
+        if usage_at_end is not None:
+            yield sse({**head, "choices": [], "usage": usage(results, usage_at_end)})
     yield DONE
 
 
 @router.post("/v1/chat/completions", response_model=None)
 async def chat_completions(body: ChatBody, request: Request) -> dict[str, Any] | StreamingResponse:
     state = state_of(request)
-    tokenizer = state.tokenizer
-    if getattr(tokenizer, "chat_template", None) is None:
+    if getattr(state.tokenizer, "chat_template", None) is None:
         raise InvalidRequest("this model's tokenizer has no chat template; use /v1/completions")
     messages = [{"role": m.role, "content": m.text()} for m in body.messages]
-    encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-    input_ids: list[int] = list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
+    state.check_length(sum(len(m["content"]) for m in messages), "the messages' content")
+    input_ids = await asyncio.to_thread(chat_input_ids, state.tokenizer, messages)
     parameters = Parameters(
         max_new_tokens=body.max_completion_tokens or body.max_tokens or CHAT_DEFAULT_MAX_TOKENS,
         temperature=body.temperature, top_p=body.top_p, seed=body.seed, stop=stop_list(body.stop),
     )  # fmt: skip
-    streams, prompt_lengths = await start(state, body.model, [input_ids], None, parameters)
+    streams, prompt_lengths = await start(request, body.model, [input_ids], None, parameters)
     head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": body.model}
     if body.stream:
-        return StreamingResponse(chat_chunks(head, streams), media_type="text/event-stream")
+        usage_at_end = prompt_lengths if body.stream_options and body.stream_options.include_usage else None
+        return StreamingResponse(chat_chunks(head, streams, usage_at_end), media_type="text/event-stream")
     results = await collect(streams)
     message = {"role": "assistant", "content": results[0].text}
     choice = {"index": 0, "message": message, "finish_reason": FINISH_REASONS.get(results[0].finish_reason, "stop")}
     return {**head, "object": "chat.completion", "choices": [choice], "usage": usage(results, prompt_lengths)}
 
 
-async def chat_chunks(head: dict[str, Any], streams: list[RequestStream]) -> AsyncIterator[str]:
+def chat_input_ids(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:
+    """The chat template applied and tokenized (blocking: run in a worker thread)."""
+    encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    return list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
+
+
+async def chat_chunks(
+    head: dict[str, Any], streams: list[RequestStream], usage_at_end: list[int] | None
+) -> AsyncIterator[str]:
+    """`usage_at_end`: the prompt lengths, when the client asked for a last chunk with the usage."""
     chunk = {**head, "object": "chat.completion.chunk"}
     yield sse(
         {**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
     )
+    results = [Generation() for _ in streams]
     try:
-        async for _, event in merged(streams):
+        async for index, event in merged(streams):
+            results[index].add(event)
             if event.text:
                 yield sse({**chunk, "choices": [{"index": 0, "delta": {"content": event.text}, "finish_reason": None}]})
             if event.finish_reason:
@@ -140,6 +160,9 @@ async def chat_chunks(head: dict[str, Any], streams: list[RequestStream]) -> Asy
                 yield sse({**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
     except UserError as error:
         yield sse_error(error)
+    else:
+        if usage_at_end is not None:
+            yield sse({**chunk, "choices": [], "usage": usage(results, usage_at_end)})
     yield DONE
 
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from starlette.datastructures import UploadFile
 
 from prompt_store.errors import ArtifactError, ArtifactTooLarge
-from server.api.auth import require_admin
+from server.api.auth import require_admin, require_reader
 from server.api.routes_inference import state_of
 from server.api.schemas import RollbackBody
 from server.api.service import record_json
@@ -82,7 +82,7 @@ async def upload(task: str, request: Request) -> dict[str, Any]:
     return record_json(record, state.registry.spec)
 
 
-@router.get("/v1/prompts")
+@router.get("/v1/prompts", dependencies=[Depends(require_reader)])
 async def list_prompts(request: Request) -> dict[str, Any]:
     state = state_of(request)
     prompts = []
@@ -92,7 +92,7 @@ async def list_prompts(request: Request) -> dict[str, Any]:
     return {"prompts": prompts}
 
 
-@router.get("/v1/prompts/{task}")
+@router.get("/v1/prompts/{task}", dependencies=[Depends(require_reader)])
 async def show(task: str, request: Request) -> dict[str, Any]:
     state = state_of(request)
     current = await state.store.current_version(task)

@@ -1,18 +1,26 @@
-"""Request bodies of API.md, validated at the edge. Unknown fields are ignored, as OpenAI clients send extras."""
+"""Request bodies of API.md, validated at the edge.
+
+A field promptswap does not act on is refused with a 400 that names it, never accepted and ignored:
+bodies forbid unknown fields, and the OpenAI fields promptswap does not implement are accepted
+only with the value that means "off" (what a client sends when it fills every field with its default).
+"""
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 Text = Annotated[str, Field(max_length=200_000)]
 StopStrings = Annotated[list[Text], Field(max_length=16)]
 Seed = Annotated[int, Field(ge=0, lt=1 << 63)]
+STRICT = ConfigDict(extra="forbid")
 
 
 class Parameters(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = STRICT
 
     max_new_tokens: int | None = Field(default=None, ge=1, le=1 << 20)
     temperature: float | None = Field(default=None, ge=0.0, le=100.0)
@@ -23,7 +31,7 @@ class Parameters(BaseModel):
 
 
 class GenerateBody(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = STRICT
 
     task: str | None = None
     inputs: Text | list[Text]
@@ -34,7 +42,7 @@ class GenerateBody(BaseModel):
 
 
 class ClassifyBody(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = STRICT
 
     task: str | None = None
     inputs: Text | list[Text]
@@ -44,50 +52,111 @@ class ClassifyBody(BaseModel):
 
 
 class RollbackBody(BaseModel):
+    model_config = STRICT
+
     version: int = Field(ge=1)
 
 
-class CompletionBody(BaseModel):
-    """OpenAI's completions request; fields promptswap cannot honour are refused, not ignored."""
+def only_off(*off: Any) -> AfterValidator:
+    """A validator for an OpenAI field promptswap does not implement: null and its "off" values pass."""
 
-    model_config = ConfigDict(extra="ignore")
+    def check(value: Any) -> Any:
+        if value is not None and not any(type(value) is type(o) and value == o for o in off):
+            accepted = " or ".join(["null", *(json.dumps(o) for o in off)])
+            raise PydanticCustomError(
+                "unsupported_field",
+                "promptswap does not implement this field; leave it out (or send {accepted})",
+                {"accepted": accepted},
+            )
+        return value
+
+    return AfterValidator(check)
+
+
+# OpenAI fields promptswap does not implement, each accepted only where it asks for nothing.
+OffNull = Annotated[Any, only_off()]
+OffZero = Annotated[Any, only_off(0, 0.0)]
+OffFalse = Annotated[Any, only_off(False)]
+OffOne = Annotated[Any, only_off(1)]
+OffEmpty = Annotated[Any, only_off({}, [], "")]
+OffNoTool = Annotated[Any, only_off("none")]
+OffText = Annotated[Any, only_off({"type": "text"})]
+
+
+class StreamOptions(BaseModel):
+    model_config = STRICT
+
+    include_usage: bool = False
+
+
+class OpenAIBody(BaseModel):
+    """What the completions and chat routes share, including the OpenAI fields refused unless off."""
+
+    model_config = STRICT
 
     model: str
-    prompt: Text | list[Text]
-    max_tokens: int | None = Field(default=16, ge=1, le=1 << 20)
     temperature: float | None = Field(default=1.0, ge=0.0, le=2.0)
     top_p: float | None = Field(default=1.0, gt=0.0, le=1.0)
     stop: Text | StopStrings | None = None
     stream: bool = False
+    stream_options: StreamOptions | None = None
     seed: Seed | None = None
     n: int = Field(default=1, ge=1, le=1)
-    echo: Literal[False] = False
-    logprobs: None = None
-    user: str | None = None
+    user: str | None = Field(default=None, max_length=256)  # a tag for the caller's own records; no effect
+    frequency_penalty: OffZero = None
+    presence_penalty: OffZero = None
+    logit_bias: OffEmpty = None
+
+    @model_validator(mode="after")
+    def _options_need_a_stream(self) -> OpenAIBody:
+        if self.stream_options is not None and not self.stream:
+            raise PydanticCustomError("invalid_field", "stream_options: allowed only with stream: true")
+        return self
+
+
+class CompletionBody(OpenAIBody):
+    """OpenAI's completions request."""
+
+    prompt: Text | list[Text]
+    max_tokens: int | None = Field(default=16, ge=1, le=1 << 20)
+    echo: OffFalse = None
+    logprobs: OffNull = None
+    best_of: OffOne = None
+    suffix: OffEmpty = None
+
+
+class TextPart(BaseModel):
+    """One part of a message's content; promptswap reads text only."""
+
+    model_config = STRICT
+
+    type: Literal["text"]
+    text: Text
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = STRICT
 
     role: Literal["system", "user", "assistant", "tool", "developer"]
-    content: Text | list[dict[str, Any]] | None = None
+    content: Text | list[TextPart] | None = None
 
     def text(self) -> str:
         if isinstance(self.content, list):
-            return "".join(part.get("text", "") for part in self.content if part.get("type") == "text")
+            return "".join(part.text for part in self.content)
         return self.content or ""
 
 
-class ChatBody(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class ChatBody(OpenAIBody):
+    """OpenAI's chat completions request."""
 
-    model: str
     messages: list[ChatMessage] = Field(min_length=1, max_length=1000)
     max_tokens: int | None = Field(default=None, ge=1, le=1 << 20)
     max_completion_tokens: int | None = Field(default=None, ge=1, le=1 << 20)
-    temperature: float | None = Field(default=1.0, ge=0.0, le=2.0)
-    top_p: float | None = Field(default=1.0, gt=0.0, le=1.0)
-    stop: Text | StopStrings | None = None
-    stream: bool = False
-    seed: Seed | None = None
-    n: int = Field(default=1, ge=1, le=1)
+    logprobs: OffFalse = None
+    top_logprobs: OffZero = None
+    response_format: OffText = None
+    tools: OffEmpty = None
+    tool_choice: OffNoTool = None
+    parallel_tool_calls: OffFalse = None
+    functions: OffEmpty = None
+    function_call: OffNoTool = None

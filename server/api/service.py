@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import threading
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
@@ -11,7 +13,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from prompt_store.methods import METHODS
-from prompt_store.records import PROMPT_PLACEHOLDER, TaskCard, VersionRecord
+from prompt_store.records import INPUT_PLACEHOLDER, PROMPT_PLACEHOLDER, TaskCard, VersionRecord
 from prompt_store.spec import ModelSpec
 from prompt_store.store import PromptStore
 from server.api.observability import HttpMetrics
@@ -20,7 +22,7 @@ from server.config import ServerConfig
 from server.engine.async_engine import AsyncEngine, RequestStream
 from server.engine.engine import Engine, Request
 from server.engine.sampling import SamplingParams
-from server.errors import InvalidRequest
+from server.errors import ContextTooLong, InvalidRequest, RequestTooLarge
 from server.prompts.registry import Lease, PromptRegistry
 
 
@@ -58,17 +60,59 @@ class ServerState:
         finally:
             self.release(lease)
 
+    @functools.cached_property
+    def max_input_chars(self) -> int:
+        """The longest text that can fit the context: no token covers more characters than the longest
+        in the vocabulary, so a longer text is more tokens than the model has positions."""
+        longest = max(map(len, self.tokenizer.get_vocab()), default=1)
+        return self.engine.base.spec.max_positions * max(longest, 1)
+
+    def check_length(self, num_chars: int, what: str) -> None:
+        """Refuse a text that cannot fit the context by its length alone, before tokenizing it."""
+        if num_chars > self.max_input_chars:
+            raise ContextTooLong(
+                f"{what} is {num_chars} characters; this model takes at most "
+                f"{self.engine.base.spec.max_positions} tokens, which is at most {self.max_input_chars} characters"
+            )
+
+    async def encode_rows(self, texts: Sequence[str], card: TaskCard | None) -> list[Encoded]:
+        """Each input templated and tokenized, in a worker thread: a large body never stalls the event loop.
+        Inputs too long to fit are refused first, by their templated length, without being built."""
+        template = template_of(card)
+        for index, text in enumerate(texts):
+            self.check_length(templated_length(template, text), f"inputs[{index}] with the task's template")
+        return await asyncio.to_thread(lambda: [self.encode(text, card) for text in texts])
+
+    async def tokenize_labels(self, verbalizers: Sequence[str]) -> list[list[int]]:
+        """Each verbalizer's tokens without special tokens, in a worker thread."""
+        for index, text in enumerate(verbalizers):
+            self.check_length(len(text), f"labels[{index}]")
+        return await asyncio.to_thread(
+            lambda: [self.tokenizer(text, add_special_tokens=False)["input_ids"] for text in verbalizers]
+        )
+
     def encode(self, text: str, card: TaskCard | None) -> Encoded:
-        """Template and tokenize as `tokenizer(text)` does. Only `{input}` and `{prompt}` are interpreted:
-        the text before `{prompt}` is tokenized as a whole input, the text after it continues without
-        special tokens, and the task's virtual tokens go between the two."""
-        template = card.template if card is not None and card.template is not None else "{input}"
-        before, placeholder, after = template.partition(PROMPT_PLACEHOLDER)
-        head: list[int] = self.tokenizer(before.replace("{input}", text))["input_ids"]
+        """Template and tokenize as `tokenizer(text)` does (blocking: `encode_rows` runs it in a thread).
+        Only `{input}` and `{prompt}` are interpreted: the text before `{prompt}` is tokenized as a whole
+        input, the text after it continues without special tokens, and the task's virtual tokens go between."""
+        before, placeholder, after = template_of(card).partition(PROMPT_PLACEHOLDER)
+        head: list[int] = self.tokenizer(before.replace(INPUT_PLACEHOLDER, text))["input_ids"]
         if not placeholder:
             return Encoded(head)
-        tail: list[int] = self.tokenizer(after.replace("{input}", text), add_special_tokens=False)["input_ids"]
+        tail: list[int] = self.tokenizer(after.replace(INPUT_PLACEHOLDER, text), add_special_tokens=False)["input_ids"]
         return Encoded(head + tail, prompt_at=len(head))
+
+    def check_classify_work(self, num_rows: int, continuations: Sequence[Sequence[int]]) -> None:
+        """Scoring runs every row against every label's verbalizer: bound that product before it runs."""
+        longest = max((len(tokens) for tokens in continuations), default=0)
+        work = num_rows * len(continuations) * longest
+        limit = self.config.max_classify_tokens
+        if work > limit:
+            raise RequestTooLarge(
+                f"classify: {num_rows} inputs × {len(continuations)} labels × {longest} verbalizer tokens "
+                f"= {work} tokens to score; this server scores at most {limit} per request: send fewer "
+                "inputs or labels per request"
+            )
 
     def rows(self, inputs: str | list[str]) -> list[str]:
         rows = [inputs] if isinstance(inputs, str) else inputs
@@ -79,12 +123,14 @@ class ServerState:
         return rows
 
     async def acquire(self, task: str | None, version: int | None) -> Lease | None:
-        self.http.task_requests.labels(self.http.task_label(task or "(base model)")).inc()
         if task is None:
             if version is not None:
                 raise InvalidRequest("version: a version needs a task")
+            self.http.count_task(None)
             return None
-        return await self.registry.acquire(task, version)
+        lease = await self.registry.acquire(task, version)
+        self.http.count_task(task)  # only now: a name the registry knows, never one a client made up
+        return lease
 
     def release(self, lease: Lease | None) -> None:
         if lease is not None:
@@ -96,9 +142,11 @@ class ServerState:
         inputs: Sequence[Encoded],
         task_index: int,
         params: SamplingParams,
+        client: str,
         continuations: tuple[tuple[int, ...], ...] = (),
     ) -> list[RequestStream]:
-        """Queue one engine request per input (scoring `continuations` instead of generating, if given).
+        """Queue one engine request per input (scoring `continuations` instead of generating, if given);
+        `client` is who sent them, for the engine's fair share between clients.
         The lease is released when the last of them leaves the engine, whatever happens to the HTTP
         connection; if one is refused, the ones already queued are withdrawn (and release the lease as
         they leave)."""
@@ -118,7 +166,7 @@ class ServerState:
         try:
             for row in inputs:
                 request = Request(
-                    row.input_ids, prompt, task_index, params, row_done, row.prompt_at, continuations=continuations
+                    row.input_ids, prompt, task_index, params, row_done, row.prompt_at, client, continuations
                 )
                 streams.append(self.runner.submit(request))
         except BaseException:
@@ -131,6 +179,17 @@ class ServerState:
                 stream.cancel()
             raise
         return streams
+
+
+def template_of(card: TaskCard | None) -> str:
+    return card.template if card is not None and card.template is not None else INPUT_PLACEHOLDER
+
+
+def templated_length(template: str, text: str) -> int:
+    """Characters of `template` with `text` put in for every {input} (and {prompt} taken out), unbuilt."""
+    copies = template.count(INPUT_PLACEHOLDER)
+    placeholders = copies * len(INPUT_PLACEHOLDER) + template.count(PROMPT_PLACEHOLDER) * len(PROMPT_PLACEHOLDER)
+    return len(template) - placeholders + copies * len(text)
 
 
 def sampling_params(

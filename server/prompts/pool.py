@@ -51,6 +51,9 @@ class DevicePool(Generic[K, V]):
     def __contains__(self, key: K) -> bool:
         return key in self._entries
 
+    def __len__(self) -> int:
+        return len(self._entries)
+
     def lru_keys(self) -> list[K]:
         """Keys from least to most recently used."""
         with self._lock:

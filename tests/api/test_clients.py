@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from openai import OpenAI
+from openai import BadRequestError, OpenAI
 
 from clients import AsyncClient, Client
 from clients.errors import BadRequest, Forbidden, NotFound, Unauthorized
@@ -54,6 +54,37 @@ def test_openai_models_and_chat(server: LiveServer, site: Site) -> None:
     assert "".join(c.choices[0].delta.content or "" for c in streamed) == chat.choices[0].message.content
     with pytest.raises(Exception, match="404|unknown_task"):
         client.completions.create(model="no-such-task", prompt="x", max_tokens=2)
+
+
+def test_openai_client_fields_are_honoured_or_refused_by_name(server: LiveServer) -> None:
+    """The official client sends only the fields a caller sets: a plain call works, usage can be streamed,
+    and a field promptswap does not implement is a 400 that names it, never an answer that ignored it."""
+    client = OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+    messages = [{"role": "user", "content": [{"type": "text", "text": "Hello"}, {"type": "text", "text": " there"}]}]
+    plain = client.chat.completions.create(model="pt", messages=messages, max_tokens=4, temperature=0)  # type: ignore[arg-type]
+    chunks = list(
+        client.chat.completions.create(
+            model="pt", messages=messages, max_tokens=4, temperature=0, stream=True,  # type: ignore[arg-type]
+            stream_options={"include_usage": True}, frequency_penalty=0, presence_penalty=0,
+        )
+    )  # fmt: skip
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == plain.choices[0].message.content
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == plain.usage.completion_tokens  # type: ignore[union-attr]
+    streamed = list(
+        client.completions.create(
+            model="pt", prompt="The film was", max_tokens=3, stream=True, stream_options={"include_usage": True}
+        )
+    )
+    assert streamed[-1].usage is not None and streamed[-1].usage.completion_tokens == 3
+    for fields in ({"response_format": {"type": "json_object"}}, {"logprobs": True, "top_logprobs": 2},
+                   {"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]},
+                   {"frequency_penalty": 0.5}, {"logit_bias": {"5": 10}}):  # fmt: skip
+        with pytest.raises(BadRequestError) as refused:
+            client.chat.completions.create(model="pt", messages=messages, max_tokens=2, **fields)  # type: ignore[arg-type]
+        assert next(iter(fields)) in str(refused.value)
+    with pytest.raises(BadRequestError, match="best_of"):
+        client.completions.create(model="pt", prompt="x", max_tokens=2, best_of=2)
 
 
 def test_python_client_covers_the_registry_and_inference(server: LiveServer, site: Site, tmp_path: Path) -> None:

@@ -283,3 +283,44 @@ async def test_unreachable_redis_is_store_unavailable(uploads: list[Upload]) -> 
     with pytest.raises(StoreUnavailable):
         await store.create_version(uploads[0].draft("t"), uploads[0].config, uploads[0].weights)
     await store.close()
+
+
+async def stored_names(store: PromptStore) -> set[str]:
+    """Every file and folder of a directory store, or every key under a Redis store's prefix."""
+    if isinstance(store, FileStore):
+        return {str(path.relative_to(store.root)) for path in store.root.rglob("*")}
+    assert isinstance(store, RedisStore)
+    return {key.decode() for key in await store.client.keys(f"{store.prefix}*")}
+
+
+async def test_changes_to_a_task_that_does_not_exist_write_nothing(store: PromptStore, uploads: list[Upload]) -> None:
+    await store.create_version(uploads[0].draft("real"), uploads[0].config, uploads[0].weights)
+    before = await stored_names(store)
+    with pytest.raises(UnknownTask):
+        await store.delete_task("ghost")
+    with pytest.raises(UnknownTask):
+        await store.rollback("ghost", 1)
+    with pytest.raises(UnknownVersion):
+        await store.rollback("real", 5)
+    assert await stored_names(store) == before  # on the directory store: no locks/ghost.lock
+
+
+async def test_opening_the_file_store_removes_what_a_crash_left(tmp_path: Path, uploads: list[Upload]) -> None:
+    store = FileStore(tmp_path)
+    await store.create_version(uploads[0].draft("t"), uploads[0].config, uploads[0].weights)
+    kept = await stored_names(store)
+    tasks = tmp_path / "tasks"
+    leftovers = [
+        tasks / "t" / ".staging-0123" / "adapter_model.safetensors",  # a write cut before its rename
+        tasks / "t" / ".state.json.4567",  # a state file never renamed into place
+        tasks / "t" / "v2" / "record.json",  # renamed, but its state never written
+        tasks / ".deleted-89ab" / "v1" / "record.json",  # a delete cut while removing the hidden folder
+        tasks / "u" / ".staging-cdef" / "adapter_config.json",  # the first upload of u, cut
+    ]
+    for path in leftovers:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half")
+    FileStore(tmp_path)
+    assert await stored_names(store) == kept | {"locks/u.lock"}
+    assert (await store.get_version("t", 1)).weights_bytes == uploads[0].weights
+    assert await store.list_tasks() == {"t": 1}

@@ -15,7 +15,15 @@ import pytest
 import torch
 from safetensors.torch import load, save
 
-from prompt_store.errors import ArtifactError, ArtifactMismatch, InvalidCard, PickleRefused, UnknownTask
+from prompt_store.artifact import parse_artifact
+from prompt_store.errors import (
+    ArtifactError,
+    ArtifactMismatch,
+    InvalidCard,
+    PickleRefused,
+    RuntimeFormTooLarge,
+    UnknownTask,
+)
 from prompt_store.redis_store import RedisStore
 from prompt_store.store import PromptStore
 from server.engine.engine import Engine, Request
@@ -76,6 +84,11 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path, redis_url: str) 
     await store.close()
 
 
+def versions_cached(registry: PromptRegistry) -> list[tuple[str, int]]:
+    """(task, version) of every form in the device cache, least recently used first."""
+    return [(task, version) for task, version, _ in registry.pool.lru_keys()]
+
+
 def answer(engine: Engine, lease: Lease) -> list[int]:
     params = SamplingParams(max_new_tokens=NEW_TOKENS, stop_at_eos=False)
     request = Request(INPUT, prompt=lease.prompt, params=params)
@@ -101,7 +114,7 @@ async def test_upload_is_servable_at_once_and_exact(store: PromptStore, world: W
     assert record.spec_fingerprint == world.engine.base.spec.fingerprint()
     assert await serve(registry, world.engine, "t") == (1, v1.expected)
     assert (registry.pool.stats.hits, registry.pool.stats.misses) == (1, 0)  # built before the upload returned
-    assert registry.pool.nbytes == registry.pool.peek(("t", 1)).nbytes > 0  # type: ignore[union-attr]
+    assert registry.pool.nbytes == registry.pool.peek(("t", 1, record.sha256)).nbytes > 0  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize(
@@ -128,7 +141,7 @@ async def test_a_rejected_upload_changes_nothing(store: PromptStore, world: Worl
         await registry.upload("fresh", config, weights, card)
     assert await store.list_tasks() == {"t": 1}
     assert [r.version for r in await store.list_versions("t")] == [1]
-    assert registry.pool.lru_keys() == [("t", 1)]
+    assert versions_cached(registry) == [("t", 1)]
 
 
 async def test_a_miss_loads_from_the_store_once(store: PromptStore, world: World) -> None:
@@ -159,9 +172,9 @@ async def test_the_device_budget_evicts_old_versions(store: PromptStore, world: 
     registry.pool.budget_bytes = 2 * one_form
     for task in ("b", "c"):
         await registry.upload(task, world.versions[0].config, world.versions[0].weights)
-    assert registry.pool.lru_keys() == [("b", 1), ("c", 1)]
+    assert versions_cached(registry) == [("b", 1), ("c", 1)]
     assert await serve(registry, world.engine, "a") == (1, world.versions[0].expected)  # evicted: loads again
-    assert registry.pool.lru_keys() == [("c", 1), ("a", 1)]
+    assert versions_cached(registry) == [("c", 1), ("a", 1)]
     assert registry.pool.stats.evictions == 2
 
 
@@ -273,3 +286,82 @@ async def test_resync_drops_forms_that_changed_while_events_were_missed(redis_ur
     assert await serve(b, world.engine, "t") == (1, v3.expected)
     await store_a.close()
     await store_b.close()
+
+
+class GatedStore:
+    """A store whose reads of one version's bytes wait for `gate`: a load can be held between
+    reading the old artifact and building it, while the test deletes and re-uploads the task."""
+
+    def __init__(self, store: PromptStore) -> None:
+        self.store = store
+        self.read = asyncio.Event()  # the held load has its bytes
+        self.gate = asyncio.Event()
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self.store, name)
+
+    async def get_version(self, task: str, version: int):  # type: ignore[no-untyped-def]
+        stored = await self.store.get_version(task, version)
+        self.read.set()
+        await self.gate.wait()
+        return stored
+
+
+@pytest.mark.parametrize("late", ["before_the_new_upload", "after_the_new_upload"])
+async def test_a_late_build_of_a_deleted_version_is_never_served_as_its_successor(
+    store: PromptStore, world: World, late: str
+) -> None:
+    """A miss starts loading (t, 1) = artifact A; t is deleted; B is uploaded as the new (t, 1). However the
+    late build of A and B's upload interleave, every request admitted after B's upload gets B."""
+    a, b = world.versions[0], world.versions[2]
+    await make_registry(store, world.engine).upload("t", a.config, a.weights)
+    gated = GatedStore(store)
+    registry = make_registry(gated, world.engine)  # type: ignore[arg-type]  # a replica that has not cached t
+    first = asyncio.create_task(registry.acquire("t"))
+    await gated.read.wait()  # the load read A's bytes and waits to build them
+    await registry.delete("t")
+    if late == "after_the_new_upload":
+        record = await registry.upload("t", b.config, b.weights)
+        gated.gate.set()
+        old = await first
+    else:
+        gated.gate.set()
+        old = await first
+        record = await registry.upload("t", b.config, b.weights)
+    assert old.record.sha256 != record.sha256 and answer(world.engine, old) == a.expected  # admitted before delete
+    registry.release(old)
+    for _ in range(2):  # the first from the cache the upload filled, the second as well
+        lease = await registry.acquire("t")
+        assert (lease.record.version, lease.record.sha256) == (1, record.sha256)
+        assert answer(world.engine, lease) == b.expected
+        registry.release(lease)
+    assert versions_cached(registry) == [("t", 1)]
+
+
+async def test_the_runtime_size_is_known_before_anything_is_built(store: PromptStore, world: World) -> None:
+    """Every method's form is measured from its config and the model before it is built, never less than
+    what is built; past the limit the upload is refused (413) and nothing is built or stored."""
+    built = []
+
+    def build(artifact):  # type: ignore[no-untyped-def]
+        built.append(artifact.peft_type)
+        return world.engine.build_prompt(artifact)
+
+    spec = world.engine.base.spec
+    registry = PromptRegistry(store, spec, build, 1 << 30)
+    for index, version in enumerate(world.versions):
+        artifact = parse_artifact(version.config, version.weights, spec)
+        await registry.upload(f"t{index}", version.config, version.weights)
+        lease = await registry.acquire(f"t{index}")
+        estimate = artifact.runtime_nbytes(spec, dtype_bytes=4)
+        assert lease.prompt.nbytes <= estimate <= 2 * lease.prompt.nbytes, artifact.peft_type
+        registry.release(lease)
+        tight = PromptRegistry(store, spec, build, 1 << 30, max_form_bytes=estimate - 1)
+        count = len(built)
+        with pytest.raises(RuntimeFormTooLarge) as refused:
+            await tight.upload("refused", version.config, version.weights)
+        assert refused.value.status_code == 413 and str(estimate) in refused.value.message
+        with pytest.raises(RuntimeFormTooLarge):  # a version stored under a larger limit is not built either
+            await tight.acquire(f"t{index}")
+        assert len(built) == count
+    assert "refused" not in await store.list_tasks()

@@ -113,6 +113,28 @@ def torch_zip_bytes() -> bytes:
     return buffer.getvalue()
 
 
+def empty_tensor_of_shape(shape: list[int]) -> Callable[[Good], bytes]:
+    """The prompt-tuning file plus a tensor of no bytes and the given shape (numpy cannot even reshape to it)."""
+    empty = {"dtype": "F32", "shape": shape, "data_offsets": [1536, 1536]}
+    return lambda good: forged({**pt_header(), "empty": empty}, bytes(1536))
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+def mpt_amplified(good: Good) -> Parts:
+    """A 200 KB multitask artifact whose 512 sub-tasks × 32 virtual tokens make a 16 MB runtime form."""
+    config = {**good.config("mpt"), "num_tasks": 512, "num_virtual_tokens": 32, "num_ranks": 1}
+    rng = np.random.default_rng(0)
+    tensors = {
+        "prompt_embeddings": rng.standard_normal((32, 64), dtype=np.float32),
+        "prefix_task_cols": rng.standard_normal((512, 32, 1), dtype=np.float32),
+        "prefix_task_rows": rng.standard_normal((512, 1, 64), dtype=np.float32),
+    }
+    return {CONFIG: json.dumps(config).encode(), WEIGHTS: save(tensors)}
+
+
 def percent_encoded(name: str) -> str:
     """Every byte encoded, dots included, so no client or proxy normalizes `..` away before the server."""
     return "".join(f"%{byte:02X}" for byte in name.encode())
@@ -144,6 +166,10 @@ CASES = [
     Case("virtual_tokens_disagree_with_file", 422, config_edit(num_virtual_tokens=7)),
     Case("submodules_three", 422, config_edit(num_transformer_submodules=3)),
     Case("mpt_zero_tasks", 422, config_edit("mpt", num_tasks=0)),
+    Case("config_nested_100k_arrays", 422, config_bytes(nested(100_000).encode())),
+    Case("config_nested_900_deep", 422, config_edit(extra=json.loads(nested(900)))),
+    # a small file standing for a large runtime form (the servers here have a 32 MiB device cache: 8 MiB per form)
+    Case("mpt_runtime_form_too_large", 413, mpt_amplified),
     # adapter_model.safetensors
     Case("weights_empty", 422, weights_bytes(lambda good: b"")),
     Case("weights_seven_bytes", 422, weights_bytes(lambda good: b"\x10" * 7)),
@@ -178,6 +204,12 @@ CASES = [
     ),
     Case("unknown_dtype", 422, weights_bytes(lambda good: forged(pt_header(dtype="F8_E4M3"), bytes(1536)))),
     Case("negative_dim", 422, weights_bytes(lambda good: forged(pt_header(shape=[-6, -64]), bytes(1536)))),
+    Case("shape_0_by_2_to_the_62", 422, weights_bytes(empty_tensor_of_shape([0, 2**62]))),
+    Case(
+        "header_nested_100k_arrays",
+        422,
+        weights_bytes(lambda good: forged('{"prompt_embeddings": ' + nested(100_000) + "}", bytes(1536))),
+    ),
     Case("wrong_shape", 422, tensor_edit(lambda t: {"prompt_embeddings": np.zeros((6, 65), np.float32)})),
     Case("nan_value", 422, tensor_edit(set_value(float("nan")))),
     Case("inf_value", 422, tensor_edit(set_value(float("-inf")))),
@@ -203,6 +235,7 @@ CASES = [
     Case("card_unknown_field", 422, with_card(b'{"labls": ["a", "b"]}')),
     Case("card_empty_labels", 422, with_card(b'{"labels": []}')),
     Case("card_bad_defaults", 422, with_card(b'{"defaults": {"temperature": -1}}')),
+    Case("card_template_repeats_input", 422, with_card(json.dumps({"template": "{input}" * 1142}).encode())),
     Case("card_invalid_utf8", 422, with_card(b'{"description": "\xff"}')),
     Case(
         "card_too_large",

@@ -21,6 +21,7 @@ from tests.reliability.errors import ADMIN, ADMIN_KEY
 # CI runs the short variants; PROMPTSWAP_RELIABILITY=full selects the long load test and schemathesis run.
 FULL_RUN = os.environ.get("PROMPTSWAP_RELIABILITY") == "full"
 UPLOAD_LIMIT_MB = 1
+DEVICE_CACHE_MB = 32  # so a runtime form past the default limit (a quarter of it) fits in an upload under 1 MiB
 
 
 @dataclass
@@ -47,25 +48,40 @@ def directory_snapshot(root: Path) -> dict[str, str]:
 
 
 def redis_snapshot(url: str) -> dict[str, str]:
-    """Every key with its serialized value (DUMP: type and bytes) and its expiry."""
+    """Every key with its value and its expiry: sets and sorted sets by their members (their serialized
+    order changes as Redis rehashes them on reads), everything else serialized (DUMP: type and bytes)."""
     client = redis.Redis.from_url(url)
+
+    def value(key: bytes) -> str:
+        kind = client.type(key)
+        if kind == b"set":
+            return f"set {sorted(client.smembers(key))}"
+        if kind == b"zset":
+            return f"zset {client.zrange(key, 0, -1, withscores=True)}"
+        return (client.dump(key) or b"").hex()
+
     try:
-        return {key.decode(): f"{(client.dump(key) or b'').hex()} ttl={client.pttl(key)}" for key in client.scan_iter()}
+        return {key.decode(): f"{value(key)} ttl={client.pttl(key)}" for key in client.scan_iter()}
     finally:
         client.close()
 
 
 def upload(url: str, task: str, folder: Path, timeout: float = 60) -> httpx.Response:
-    files = {
-        name: (name, (folder / name).read_bytes()) for name in ("adapter_config.json", "adapter_model.safetensors")
-    }
+    parts = {name: (folder / name).read_bytes() for name in ("adapter_config.json", "adapter_model.safetensors")}
+    return upload_files(url, task, parts, timeout)
+
+
+def upload_files(url: str, task: str, parts: dict[str, bytes], timeout: float = 60) -> httpx.Response:
+    """POST the multipart upload of `parts` (file name -> bytes) with the admin key."""
+    files = {name: (name, data) for name, data in parts.items()}
     return httpx.post(f"{url}/v1/prompts/{task}", files=files, headers=ADMIN, timeout=timeout)
 
 
 @contextmanager
 def serve(model_dir: Path, store: str, log_dir: Path, *extra: str) -> Iterator[LiveServer]:
     args = ("--model", str(model_dir), "--store", store, "--admin-key", ADMIN_KEY)
-    with live_server(*args, "--max-upload-mb", str(UPLOAD_LIMIT_MB), *extra, log_dir=log_dir) as live:
+    limits = ("--max-upload-mb", str(UPLOAD_LIMIT_MB), "--device-cache-mb", str(DEVICE_CACHE_MB))
+    with live_server(*args, *limits, *extra, log_dir=log_dir) as live:
         yield live
 
 

@@ -2,6 +2,8 @@
 
 Counts every answer, keeps latencies per kind, and samples the server's resident memory. An answer
 is an error unless it is a success or an explicit 429 with Retry-After (which the client honours).
+Every client says who it is as a proxy in front would (X-Forwarded-For; the server trusts it), so the
+server's per-client limit sees 64 clients, not one loopback address.
 """
 
 from __future__ import annotations
@@ -108,18 +110,19 @@ async def one_request(
     """Send one request of `kind`; return the Retry-After seconds of a 429, else None (errors go in `report`)."""
     task = TASKS[(index + turn) % len(TASKS)]
     text = f"client {index} request {turn}"
+    address = {"X-Forwarded-For": f"198.51.100.{index}"}
     if kind == "upload":
         parts = uploads[turn % len(uploads)]
         files = {name: (name, data) for name, data in parts.items()}
-        response = await client.post(f"/v1/prompts/load-{index % 4}", files=files, headers=ADMIN)
+        response = await client.post(f"/v1/prompts/load-{index % 4}", files=files, headers={**ADMIN, **address})
         expected = 201
     elif kind == "classify":
         body = {"task": task, "inputs": [text, "another"], "labels": ["good", "bad"]}
-        response = await client.post("/v1/classify", json=body)
+        response = await client.post("/v1/classify", json=body, headers=address)
         expected = 200
     else:
         body = {"task": task, "inputs": text, "stream": kind == "stream", "parameters": {"max_new_tokens": 6}}
-        response = await client.post("/v1/generate", json=body)
+        response = await client.post("/v1/generate", json=body, headers=address)
         expected = 200
         if response.status_code == 200 and kind == "stream" and not stream_is_whole(response.text):
             report.errors.append(f"stream: {response.text[-300:]}")

@@ -73,3 +73,36 @@ def _recv(sock: socket.socket) -> bytes:
     if not data:
         raise ConnectionError("the server closed the connection before answering")
     return data
+
+
+class HeldRequest:
+    """A POST whose body is sent only in part: the server has the request and waits for the rest of it.
+
+    It stays in flight, deterministically, until `finish` sends the rest (or `close` drops it).
+    `source` picks the client's address (any 127.x.y.z reaches a server on 127.0.0.1).
+    """
+
+    def __init__(self, url: str, path: str, headers: dict[str, str], body: bytes, sent: int, source: str = "") -> None:
+        where = urlparse(url)
+        self.sock = socket.create_connection((where.hostname, where.port), timeout=60, source_address=(source, 0))
+        self.rest = body[sent:]
+        lines = [f"POST {path} HTTP/1.1", f"Host: {where.netloc}", f"Content-Length: {len(body)}"]
+        lines += [f"{name}: {value}" for name, value in headers.items()]
+        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + body[:sent])
+
+    def finish(self) -> RawAnswer:
+        with self.sock:
+            self.sock.sendall(self.rest)
+            return RawAnswer(*_read_answer(self.sock), bytes_sent=len(self.rest))
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def multipart_body(parts: dict[str, bytes], boundary: str) -> bytes:
+    """A multipart/form-data body with one file part per entry, named as the file."""
+    body = b""
+    for name, data in parts.items():
+        head = f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{name}"\r\n\r\n'
+        body += head.encode() + data + b"\r\n"
+    return body + f"--{boundary}--\r\n".encode()

@@ -14,6 +14,9 @@ PT_VIRTUAL_TOKENS = 6
 
 GEN, CLS, CMPL, CHAT = "/v1/generate", "/v1/classify", "/v1/completions", "/v1/chat/completions"
 AS_JSON = {"content-type": "application/json"}
+TEXT_PART_5 = {"type": "text", "text": 5}
+IMAGE_PART = {"type": "image_url", "image_url": {"url": "http://example.com/cat.png"}}
+MANY_LABELS = [f"label number {i}" for i in range(100)]
 
 CASES: list[tuple[str, str, dict | bytes, int]] = [
     # unknown task or version
@@ -82,7 +85,59 @@ CASES: list[tuple[str, str, dict | bytes, int]] = [
     ("nan_literal", GEN, b'{"task": "pt", "inputs": "x", "parameters": {"temperature": NaN}}', 400),
     ("deeply_nested", GEN, b'{"task": "pt", "inputs": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400),
     ("rollback_garbage", "/v1/prompts/pt/rollback", b"\x00\x01\x02", 400),
+    # chat content parts are checked, not trusted (a number as text was a 500)
+    ("chat_part_text_number", CHAT, {"model": "pt", "messages": [{"role": "user", "content": [TEXT_PART_5]}]}, 400),
+    ("chat_part_image", CHAT, {"model": "pt", "messages": [{"role": "user", "content": [IMAGE_PART]}]}, 400),
+    ("chat_part_without_type", CHAT, {"model": "pt", "messages": [{"role": "user", "content": [{"text": "x"}]}]}, 400),
+    ("chat_content_object", CHAT, {"model": "pt", "messages": [{"role": "user", "content": {"text": "x"}}]}, 400),
+    # more work than one classify request may ask for: 16 inputs x 100 labels of several tokens each
+    ("classify_work_past_limit", CLS, {"task": "pt", "inputs": ["x"] * 16, "labels": MANY_LABELS}, 413),
 ]
+
+IGNORED_FIELDS: list[tuple[str, dict, str]] = [
+    # OpenAI fields promptswap does not implement: refused, never answered as if they had been applied
+    (CMPL, {"frequency_penalty": 0.5}, "frequency_penalty"),
+    (CMPL, {"presence_penalty": -1}, "presence_penalty"),
+    (CMPL, {"logit_bias": {"5": 100}}, "logit_bias"),
+    (CMPL, {"logprobs": 2}, "logprobs"),
+    (CMPL, {"best_of": 3}, "best_of"),
+    (CMPL, {"suffix": " the end"}, "suffix"),
+    (CMPL, {"echo": True}, "echo"),
+    (CMPL, {"n": 2}, "n"),
+    (CMPL, {"response_format": {"type": "json_object"}}, "response_format"),
+    (CMPL, {"stream_options": {"include_usage": True}}, "stream_options"),
+    (CMPL, {"max_new_tokens": 5}, "max_new_tokens"),
+    (CHAT, {"response_format": {"type": "json_object"}}, "response_format"),
+    (CHAT, {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}}, "response_format"),
+    (CHAT, {"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools"),
+    (CHAT, {"tool_choice": "auto"}, "tool_choice"),
+    (CHAT, {"functions": [{"name": "f", "parameters": {}}]}, "functions"),
+    (CHAT, {"logprobs": True}, "logprobs"),
+    (CHAT, {"top_logprobs": 3}, "top_logprobs"),
+    (CHAT, {"frequency_penalty": 1.0}, "frequency_penalty"),
+    (CHAT, {"presence_penalty": 0.3}, "presence_penalty"),
+    (CHAT, {"logit_bias": {"5": -100}}, "logit_bias"),
+    (CHAT, {"n": 3}, "n"),
+    (CHAT, {"modalities": ["text", "audio"]}, "modalities"),
+    (CHAT, {"messages": [{"role": "user", "content": "x", "name": "bob"}]}, "name"),
+    # the native API: a misspelt or misplaced field is refused, not dropped
+    (GEN, {"parameters": {"max_tokens": 5}}, "max_tokens"),
+    (GEN, {"parameters": {"temperature": 0, "repetition_penalty": 1.2}}, "repetition_penalty"),
+    (GEN, {"max_new_tokens": 5}, "max_new_tokens"),
+    (CLS, {"label": ["a", "b"]}, "label"),
+]
+BASE_BODIES = {
+    CMPL: {"model": "pt", "prompt": "x", "max_tokens": 2},
+    CHAT: {"model": "pt", "messages": [{"role": "user", "content": "x"}], "max_tokens": 2},
+    GEN: {"task": "pt", "inputs": "x", "parameters": {"max_new_tokens": 2}},
+    CLS: {"task": "pt", "inputs": "x", "labels": ["a", "b"]},
+}
+OFF_VALUES = {  # what a client filling every field with its default sends: accepted
+    CMPL: {"frequency_penalty": 0, "presence_penalty": 0.0, "logit_bias": {}, "logprobs": None, "best_of": 1,
+           "suffix": "", "echo": False, "n": 1, "user": "someone"},
+    CHAT: {"logprobs": False, "top_logprobs": 0, "response_format": {"type": "text"}, "tools": [],
+           "tool_choice": "none", "frequency_penalty": 0, "presence_penalty": 0, "logit_bias": None, "n": 1},
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("backend", ["directory"], indirect=True)
@@ -117,3 +172,23 @@ def test_the_context_limit_counts_virtual_tokens(backend: Backend, site: Site) -
     assert str(length + room + PT_VIRTUAL_TOKENS) in error["message"]
     shorter = {**body, "task": "pt", "parameters": {"max_new_tokens": room - PT_VIRTUAL_TOKENS}}
     assert httpx.post(f"{backend.url}/v1/generate", json=shorter, timeout=120).status_code == 200
+
+
+@pytest.mark.parametrize("backend", ["directory"], indirect=True)
+@pytest.mark.parametrize(("path", "fields", "name"), IGNORED_FIELDS, ids=[f"{p[4:]}-{n}" for p, _, n in IGNORED_FIELDS])
+def test_a_field_promptswap_would_ignore_is_refused_by_name(
+    backend: Backend, path: str, fields: dict, name: str
+) -> None:
+    for stream in (False, True) if path != CLS else (False,):
+        body = {**BASE_BODIES[path], **fields, **({"stream": True} if stream else {})}
+        if stream and name == "stream_options":
+            continue  # with a stream it is implemented
+        error = assert_error(httpx.post(f"{backend.url}{path}", json=body, timeout=60), 400)
+        assert name in error["message"], error
+
+
+@pytest.mark.parametrize("backend", ["directory"], indirect=True)
+@pytest.mark.parametrize("path", [CMPL, CHAT])
+def test_fields_that_ask_for_nothing_are_accepted(backend: Backend, path: str) -> None:
+    response = httpx.post(f"{backend.url}{path}", json={**BASE_BODIES[path], **OFF_VALUES[path]}, timeout=60)
+    assert response.status_code == 200, response.text

@@ -34,7 +34,8 @@ def test_bounded_load(site: Site, tmp_path: Path) -> None:
         for task in ("pt", "prefix", "lstm")
     ]
     store = (tmp_path / "prompts").as_uri()
-    with serve(site.model_dir, store, tmp_path, "--device-cache-mb", str(DEVICE_CACHE_MB)) as live:
+    extra = ("--device-cache-mb", str(DEVICE_CACHE_MB), "--trust-forwarded-for")  # clients say who they are
+    with serve(site.model_dir, store, tmp_path, *extra) as live:
         for task in ("pt", "prefix", "mpt"):
             assert upload(live.url, task, site.artifacts[task]).status_code == 201
         report = asyncio.run(run_load(live.url, live.process.pid, CLIENTS, SECONDS, uploads))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -12,7 +13,7 @@ import pytest
 
 from tests.api.conftest import Site
 from tests.reliability.bad_artifacts import percent_encoded
-from tests.reliability.conftest import Backend
+from tests.reliability.conftest import Backend, serve, upload
 from tests.reliability.errors import ADMIN_KEY, assert_error
 
 REPO = Path(__file__).resolve().parents[2]
@@ -148,3 +149,65 @@ def test_nothing_unpickles() -> None:
 def test_one_input_past_the_text_limit_is_refused(backend: Backend) -> None:
     response = httpx.post(f"{backend.url}/v1/generate", json={"task": "pt", "inputs": "x" * 200_001}, timeout=60)
     assert_error(response, 400, "invalid_request")
+
+
+INFERENCE_KEY = "reliability-inference-key"
+GENERATE = {"task": "pt", "inputs": "x", "parameters": {"max_new_tokens": 1}}
+# Everything a client reads needs a key once --inference-key is set: the inference key or the admin key.
+KEYED_READS = [
+    ("GET", "/v1/prompts", None),
+    ("GET", "/v1/prompts/pt", None),
+    ("GET", "/v1/models", None),
+    ("GET", "/openapi.json", None),
+    ("GET", "/docs", None),
+    ("GET", "/redoc", None),
+    ("POST", "/v1/generate", GENERATE),
+    ("POST", "/v1/classify", {"task": "pt", "inputs": "x", "labels": ["a", "b"]}),
+    ("POST", "/v1/completions", {"model": "pt", "prompt": "x", "max_tokens": 1}),
+]
+KEYS = {"inference": INFERENCE_KEY, "admin": ADMIN_KEY}
+
+
+@pytest.fixture(scope="module", params=["metrics_keyed", "public_metrics"])
+def keyed(request: pytest.FixtureRequest, site: Site, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple]:
+    """A server with both keys; in the second form /metrics is public (--public-metrics)."""
+    root = tmp_path_factory.mktemp(request.param)
+    extra = ("--inference-key", INFERENCE_KEY) + (("--public-metrics",) if request.param == "public_metrics" else ())
+    with serve(site.model_dir, (root / "prompts").as_uri(), root, *extra) as live:
+        assert upload(live.url, "pt", site.artifacts["pt"]).status_code == 201
+        yield live, request.param == "public_metrics"
+
+
+def call(url: str, method: str, path: str, body: dict | None, key: str | None) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {key}"} if key is not None else {}
+    return httpx.request(method, f"{url}{path}", json=body, headers=headers, timeout=60)
+
+
+@pytest.mark.parametrize(("method", "path", "body"), KEYED_READS, ids=[p for _, p, _ in KEYED_READS])
+def test_with_an_inference_key_every_read_needs_a_key(keyed: tuple, method: str, path: str, body: dict | None) -> None:
+    live, _ = keyed
+    assert_error(call(live.url, method, path, body, None), 401, "unauthorized")
+    assert_error(call(live.url, method, path, body, "not-a-key"), 403, "forbidden")
+    for holder, key in KEYS.items():
+        answer = call(live.url, method, path, body, key)
+        assert answer.status_code == 200, (holder, answer.text[:300])
+        assert key not in answer.text
+
+
+def test_health_and_ready_stay_open_and_metrics_needs_a_key_unless_public(keyed: tuple) -> None:
+    live, public = keyed
+    for path in ("/health", "/ready"):
+        assert httpx.get(f"{live.url}{path}").status_code == 200
+    if public:
+        assert "promptswap_batch_size" in httpx.get(f"{live.url}/metrics").text
+    else:
+        assert_error(httpx.get(f"{live.url}/metrics"), 401, "unauthorized")
+        assert_error(call(live.url, "GET", "/metrics", None, "not-a-key"), 403, "forbidden")
+    for key in KEYS.values():
+        assert "promptswap_batch_size" in call(live.url, "GET", "/metrics", None, key).text
+
+
+def test_a_wrong_admin_key_is_named_plainly(keyed: tuple) -> None:
+    live, _ = keyed
+    error = assert_error(call(live.url, "DELETE", "/v1/prompts/pt", None, INFERENCE_KEY), 403, "forbidden")
+    assert "the the" not in error["message"] and "admin key" in error["message"], error
