@@ -13,18 +13,34 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
+from server.engine.sampling import MAX_NEW_TOKENS, MAX_TEMPERATURE, MAX_TOP_K, MIN_TEMPERATURE, valid_temperature
+
 Text = Annotated[str, Field(max_length=200_000)]
 StopStrings = Annotated[list[Text], Field(max_length=16)]
 Seed = Annotated[int, Field(ge=0, lt=1 << 63)]
 STRICT = ConfigDict(extra="forbid")
+OPENAI_MAX_TEMPERATURE = 2.0  # OpenAI's own bound on its routes
+
+
+def temperature_up_to(largest: float) -> AfterValidator:
+    """0 (greedy) or MIN_TEMPERATURE..`largest`: a tinier temperature makes the softmax overflow."""
+
+    def check(value: float | None) -> float | None:
+        if value is not None and not valid_temperature(value, largest):
+            raise PydanticCustomError(
+                "temperature", "expected 0 (greedy) or {low}..{high}", {"low": MIN_TEMPERATURE, "high": largest}
+            )
+        return value
+
+    return AfterValidator(check)
 
 
 class Parameters(BaseModel):
     model_config = STRICT
 
-    max_new_tokens: int | None = Field(default=None, ge=1, le=1 << 20)
-    temperature: float | None = Field(default=None, ge=0.0, le=100.0)
-    top_k: int | None = Field(default=None, ge=1)
+    max_new_tokens: int | None = Field(default=None, ge=1, le=MAX_NEW_TOKENS)
+    temperature: Annotated[float | None, temperature_up_to(MAX_TEMPERATURE)] = None
+    top_k: int | None = Field(default=None, ge=1, le=MAX_TOP_K)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     seed: Seed | None = None
     stop: StopStrings | None = None
@@ -95,7 +111,7 @@ class OpenAIBody(BaseModel):
     model_config = STRICT
 
     model: str
-    temperature: float | None = Field(default=1.0, ge=0.0, le=2.0)
+    temperature: Annotated[float | None, temperature_up_to(OPENAI_MAX_TEMPERATURE)] = 1.0
     top_p: float | None = Field(default=1.0, gt=0.0, le=1.0)
     stop: Text | StopStrings | None = None
     stream: bool = False
@@ -118,7 +134,7 @@ class CompletionBody(OpenAIBody):
     """OpenAI's completions request."""
 
     prompt: Text | list[Text]
-    max_tokens: int | None = Field(default=16, ge=1, le=1 << 20)
+    max_tokens: int | None = Field(default=16, ge=1, le=MAX_NEW_TOKENS)
     echo: OffFalse = None
     logprobs: OffNull = None
     best_of: OffOne = None
@@ -150,8 +166,8 @@ class ChatBody(OpenAIBody):
     """OpenAI's chat completions request."""
 
     messages: list[ChatMessage] = Field(min_length=1, max_length=1000)
-    max_tokens: int | None = Field(default=None, ge=1, le=1 << 20)
-    max_completion_tokens: int | None = Field(default=None, ge=1, le=1 << 20)
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_NEW_TOKENS)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_NEW_TOKENS)
     logprobs: OffFalse = None
     top_logprobs: OffZero = None
     response_format: OffText = None

@@ -101,7 +101,7 @@ class Engine:
         spec = self.base.spec
         row = self.kind.row_prompt(request)
         params = request.params
-        params.check()
+        params.check(spec.vocab_size)
         if params.stop and self.tokenizer is None:
             raise InvalidRequest("stop: this model has no tokenizer, so stop strings cannot be matched")
         check_input_ids(request.input_ids, spec.vocab_size)

@@ -13,8 +13,15 @@ import torch
 
 from server.errors import InvalidRequest
 
+# The bounds of every sampling field, read by the HTTP schemas and by `SamplingParams.check` alike.
 MAX_STOP_STRINGS = 16
 MAX_STOP_LENGTH = 256
+MAX_NEW_TOKENS = 1 << 20
+MAX_TEMPERATURE = 100.0
+# Below this (but above 0, which means greedy) logits / temperature overflow float32 and the
+# softmax is no distribution any more; 0.01 already puts all the mass on the top token in practice.
+MIN_TEMPERATURE = 1e-2
+MAX_TOP_K = 1 << 31  # a schema bound; the model's vocabulary is the real one, checked by the engine
 
 
 @dataclass(frozen=True)
@@ -27,14 +34,16 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     stop_at_eos: bool = True
 
-    def check(self) -> None:
-        """Raise `InvalidRequest` naming the first bad field."""
-        if self.max_new_tokens < 1:
-            raise InvalidRequest(f"max_new_tokens: expected at least 1, found {self.max_new_tokens}")
-        if not 0.0 <= self.temperature <= 100.0:
-            raise InvalidRequest(f"temperature: expected 0..100, found {self.temperature}")
-        if self.top_k is not None and self.top_k < 1:
-            raise InvalidRequest(f"top_k: expected at least 1, found {self.top_k}")
+    def check(self, vocab_size: int = MAX_TOP_K) -> None:
+        """Raise `InvalidRequest` naming the first bad field (`top_k` at most the model's vocabulary)."""
+        if not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS:
+            raise InvalidRequest(f"max_new_tokens: expected 1..{MAX_NEW_TOKENS}, found {self.max_new_tokens}")
+        if not valid_temperature(self.temperature, MAX_TEMPERATURE):
+            raise InvalidRequest(
+                f"temperature: expected 0 (greedy) or {MIN_TEMPERATURE}..{MAX_TEMPERATURE}, found {self.temperature}"
+            )
+        if self.top_k is not None and not 1 <= self.top_k <= vocab_size:
+            raise InvalidRequest(f"top_k: expected 1..{vocab_size} (the vocabulary), found {self.top_k}")
         if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
             raise InvalidRequest(f"top_p: expected a value in (0, 1], found {self.top_p}")
         if len(self.stop) > MAX_STOP_STRINGS or any(not s or len(s) > MAX_STOP_LENGTH for s in self.stop):
@@ -45,6 +54,11 @@ class SamplingParams:
     @property
     def is_greedy(self) -> bool:
         return self.temperature == 0.0 or self.top_k == 1
+
+
+def valid_temperature(value: float, largest: float) -> bool:
+    """0 (greedy), or a finite temperature from MIN_TEMPERATURE to `largest`."""
+    return value == 0.0 or MIN_TEMPERATURE <= value <= largest
 
 
 @dataclass
@@ -79,7 +93,10 @@ def sample(logits: torch.Tensor, rows: Sequence[RowSampler]) -> torch.Tensor:
     keep &= ranks < top_k[:, None]
     top_p = torch.tensor([rows[i].params.top_p or 1.0 for i in sampled], device=logits.device)
     mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs  # probability of strictly better tokens
-    keep &= mass_before < top_p[:, None]  # the smallest set whose mass reaches top_p (always >= 1 token)
+    keep &= mass_before < top_p[:, None]  # the smallest set whose mass reaches top_p
+    # The most likely token always stays: a top_p below float32's range (1e-300) rounds to 0 and
+    # would otherwise keep nothing, and the draw would land on the least likely token.
+    keep[:, 0] = True
     kept = torch.where(keep, sorted_probs, torch.zeros_like(sorted_probs))
     cdf = kept.cumsum(dim=-1)  # [S, V]
     # One uniform draw per row from that row's own generator.

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
+from server.engine import core as core_module
 from server.engine.async_engine import AsyncEngine, EngineFailed
 from server.engine.scheduler import SchedulerConfig
 from tests.conftest import Served, Zoo
@@ -99,3 +100,53 @@ async def test_a_failed_step_ends_the_running_requests_and_the_engine_goes_on(
     assert caught.value.status_code == 503
     after = await engine.submit(served.request([1, 2], max_new_tokens=5, stop_at_eos=False)).result()
     assert len(after.token_ids) == 5
+
+
+async def test_a_row_that_fails_the_model_step_fails_alone(
+    running: tuple[Served, AsyncEngine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The step is run again without the row that makes it fail: that request gets 503, the three
+    others sharing its steps get exactly their answers alone."""
+    served, engine = running
+    runner = served.engine.runner
+    real_forward = runner.forward
+    poison = 13
+
+    def forward(cache, works):  # type: ignore[no-untyped-def]
+        if any(work.start == 0 and poison in work.token_ids for work in works):
+            raise RuntimeError("a kernel refused this row (simulated)")
+        return real_forward(cache, works)
+
+    monkeypatch.setattr(runner, "forward", forward)
+    others = [served.request([1, 2, i], "prefix", max_new_tokens=6, stop_at_eos=False) for i in (3, 4, 5)]
+    streams = [engine.submit(request) for request in [served.request([1, poison, 2], max_new_tokens=6), *others]]
+    with pytest.raises(EngineFailed) as caught:
+        await streams[0].result()
+    assert caught.value.status_code == 503
+    results = [await stream.result() for stream in streams[1:]]
+    monkeypatch.setattr(runner, "forward", real_forward)
+    for request, result in zip(others, results, strict=True):
+        assert result.finish_reason == "length" and result.token_ids == served.engine.generate([request])[0].token_ids
+
+
+async def test_a_row_whose_sampling_fails_fails_alone(
+    running: tuple[Served, AsyncEngine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    served, engine = running
+    real_sample = core_module.sample
+
+    def sample(logits, rows):  # type: ignore[no-untyped-def]
+        if any(row.params.seed == 666 for row in rows):
+            raise RuntimeError("invalid multinomial distribution (simulated)")
+        return real_sample(logits, rows)
+
+    monkeypatch.setattr(core_module, "sample", sample)
+    bad = served.request([1, 2, 3], max_new_tokens=6, temperature=1.0, seed=666)
+    good = [served.request([4, 5, i], max_new_tokens=6, temperature=1.0, seed=i, stop_at_eos=False) for i in (1, 2)]
+    streams = [engine.submit(request) for request in [bad, *good]]
+    with pytest.raises(EngineFailed):
+        await streams[0].result()
+    results = [await stream.result() for stream in streams[1:]]
+    monkeypatch.setattr(core_module, "sample", real_sample)
+    for request, result in zip(good, results, strict=True):
+        assert result.token_ids == served.engine.generate([request])[0].token_ids
