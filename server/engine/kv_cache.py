@@ -1,7 +1,9 @@
-"""The only module that knows how transformers lays out its key/value cache.
+"""The only module that knows how transformers lays out its key/value cache: the padded batches of
+encoder-decoder models (decoder self- and cross-attention) and of encoder classifiers with prefixes.
 
-Everything else sees a `KVState`: per layer a key and a value tensor of shape
-[B, H_kv, S, head_dim]. A future paged or shared-prefix cache replaces this module.
+Everything else sees a `KVState`: per layer a key and a value tensor of shape [B, H_kv, S, head_dim].
+Causal models do not use it: their keys and values live in the pool of `kv_pool.py`, written and read by
+the attention function of `attention.py`, and a task's prefix is shared by reference there.
 """
 
 from __future__ import annotations
