@@ -41,6 +41,9 @@ SUITES = (
     "many_tasks",
     "scaling",
     "continuous",
+    "decode_floor",
+    "engines",
+    "kv_capacity",
     "memory",
 )
 
@@ -71,6 +74,7 @@ def main() -> int:
     transformers_logging.disable_progress_bar()
     profile = PROFILES[args.profile]
     device = torch.device(args.device)
+    default_threads = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -90,7 +94,7 @@ def main() -> int:
         folder = model_dir(profile.real_model, TINY, Path(scratch))
         model, tokenizer = load(folder, dtype)
         meta["model"] = "SmolLM2-135M-Instruct" if profile.real_model else "random Llama (tiny)"
-        ctx = Context(profile, device, folder, model, tokenizer, Path(scratch), args.out, args.threads)
+        ctx = Context(profile, device, folder, model, tokenizer, Path(scratch), args.out, args.threads, default_threads)
         with ctx.exits:
             for name in args.only or SUITES:
                 start = time.perf_counter()

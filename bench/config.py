@@ -56,6 +56,17 @@ class Profile:
     sweep_output_tokens: int = 8
     continuous_requests: int = 16  # continuous vs static batching
     continuous_batch: int = 4
+    # 9. decode step / floor: (rows, context) points, the last one carries the goal
+    floor_grid: tuple[tuple[int, int], ...] = (
+        (8, 100), (8, 200), (8, 400), (32, 100), (32, 200), (32, 400), (64, 100), (64, 200), (64, 400),
+    )  # fmt: skip
+    # 10. base-model throughput against transformers' own engines
+    engines_requests: int = 32
+    engines_inputs: tuple[int, int] = (32, 256)
+    engines_outputs: tuple[int, int] = (64, 128)
+    # 11. rows that fit a KV budget with one shared prefix
+    capacity_prefix: int = 128
+    capacity_budget_mb: int = 256
     methods: tuple[str, ...] = field(default=("prompt_tuning", "p_tuning", "prefix", "multitask", "cpt", "cartridge"))
 
 
@@ -66,7 +77,8 @@ PROFILES = {
         http_concurrency=2, swaps=2, load_rate=5.0, many_tasks=12, many_cached=4, many_requests=12,
         many_warmup=12, swap_gap_s=0.1, sweep_shape=TINY,
         sweep_batches=(1, 2), sweep_tasks=(1, 2), sweep_prompt_lengths=(0, 4), sweep_output_tokens=2,
-        continuous_requests=4, continuous_batch=2,
+        continuous_requests=4, continuous_batch=2, floor_grid=((2, 8), (4, 16)), engines_requests=4,
+        engines_inputs=(4, 12), engines_outputs=(2, 4), capacity_prefix=8, capacity_budget_mb=1,
     ),
     # Under 10 minutes on a quiet 2-core CPU at one thread. Outputs are shorter than the issue's realistic
     # 16-128 (PEFT's one-request-at-a-time side of vs_peft is most of the run); --full uses the realistic ones.

@@ -31,6 +31,7 @@ class Context:
     scratch: Path  # deleted after the run
     out: Path  # results and plots
     threads: int  # CPU threads for torch, here and in the server; 0: torch's default
+    default_threads: int  # torch's own default here (suites that report both settings use it)
     engine: Engine = field(init=False)
     server_peaks: dict[str, int] = field(default_factory=dict)  # run name -> server's peak resident bytes
     exits: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)

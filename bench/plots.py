@@ -43,7 +43,12 @@ def plot_targets(out: Path, results: Sequence[SuiteResult]) -> Path:
     return path
 
 
-def plot_curves(out: Path, name: str, panels: dict[str, dict[str, list[tuple[float, float, float, float]]]]) -> Path:
+def plot_curves(
+    out: Path,
+    name: str,
+    panels: dict[str, dict[str, list[tuple[float, float, float, float]]]],
+    ylabel: str = "tokens / s",
+) -> Path:
     """Panels of curves: title -> {x label: [(x, median, low, high), ...]}."""
     figure, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
     for axis, (title, curve) in zip(axes.flat, panels.items(), strict=True):
@@ -53,7 +58,7 @@ def plot_curves(out: Path, name: str, panels: dict[str, dict[str, list[tuple[flo
             axis.fill_between(xs, lows, highs, alpha=0.2)
             axis.set_xlabel(label)
         axis.set_title(title, fontsize=9)
-        axis.set_ylabel("tokens / s")
+        axis.set_ylabel(ylabel)
         axis.set_ylim(bottom=0)
         axis.grid(alpha=0.3)
     figure.tight_layout()

@@ -35,7 +35,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="promptswap-prefill-") as scratch:
         folder = model_dir(profile.real_model, TINY, Path(scratch))
         model, tokenizer = load(folder, torch.float32)
-        ctx = Context(profile, torch.device("cpu"), folder, model, tokenizer, Path(scratch), Path(scratch), 1)
+        ctx = Context(profile, torch.device("cpu"), folder, model, tokenizer, Path(scratch), Path(scratch), 1, 1)
         prompts = ctx.prompts("prompt_tuning", profile.cost_batch)
         shapes = ctx.shapes(profile.cost_batch, seed=3)  # the prompt-cost suite's rows
         sides = dict(zip(("prompt_kv", "base"), prefill_rows(shapes, prompts), strict=True))

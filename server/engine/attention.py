@@ -41,12 +41,14 @@ Tokens = slice | torch.Tensor  # query tokens of a part: a range of the packed s
 class DecodeGroup:
     """`count` rows fed one token each, consecutive in the step, whose runs start `stride` slots apart
     from `start` and who attend `length` slots each (the fed token included): one call reads all their
-    keys as one strided view of the pool, nothing copied. A row alone is a group of one."""
+    keys as one strided view of the pool, nothing copied. A row alone is a group of one. `merged`: the
+    rows also read a prefix, so this part must report its log-sum-exp."""
 
     start: int
     stride: int
     count: int
     length: int
+    merged: bool = False
 
 
 @dataclass(frozen=True)
@@ -109,23 +111,35 @@ class StepLayout:
         heads, head_dim = q.shape[1], q.shape[2]
         pool_keys, pool_values = self.pool.keys[layer], self.pool.values[layer]  # [1, H_kv, capacity, hd]
         kv_heads, capacity = pool_keys.shape[1], pool_keys.shape[2]
+        rows = sum(group.count for group in self.decode)
+        # The queries sharing a key/value head are that head's queries: [1, H_kv, group, hd] per row.
+        queries = q[:rows].reshape(rows, 1, kv_heads, heads // kv_heads, head_dim)
+        alone = queries.unbind(0)
+        calls: list[Call] = []  # this layer's hot loop: as few tensor operations per row as possible
         first = 0
         for group in self.decode:
-            count = group.count
-            tokens = slice(first, first + count)
-            first += count
-            # The queries sharing a key/value head are that head's queries: [n, H_kv, group, hd].
-            queries = q[tokens].reshape(count, kv_heads, heads // kv_heads, head_dim)
-            size = (count, kv_heads, group.length, head_dim)
-            strides = (group.stride * head_dim, capacity * head_dim, head_dim, 1)
-            keys = pool_keys.as_strided(size, strides, group.start * head_dim)  # [n, H_kv, L, hd]
-            values = pool_values.as_strided(size, strides, group.start * head_dim)
-            if lse is None:
-                o = F.scaled_dot_product_attention(queries, keys, values, scale=scale)
+            count, start = group.count, group.start
+            if count == 1:
+                query = alone[first]
+                keys = pool_keys[:, :, start : start + group.length]  # [1, H_kv, L, hd]
+                values = pool_values[:, :, start : start + group.length]
             else:
-                o, s = attention_with_lse(queries, keys, values, scale)
-                lse[tokens] = s.reshape(count, heads)
-            out[tokens] = o.reshape(count, heads, head_dim)
+                query = queries[first : first + count, 0]  # [n, H_kv, group, hd]
+                size = (count, kv_heads, group.length, head_dim)
+                strides = (group.stride * head_dim, capacity * head_dim, head_dim, 1)
+                keys = pool_keys.as_strided(size, strides, start * head_dim)  # [n, H_kv, L, hd]
+                values = pool_values.as_strided(size, strides, start * head_dim)
+            calls.append(Call(query, keys, values, scale, group.merged))
+            first += count
+        results = [call() for call in calls]
+        out[:rows] = torch.cat([o for o, _ in results]).reshape(rows, heads, head_dim)
+        first = 0
+        for call, (_, s) in zip(calls, results, strict=True):
+            count = call.query.shape[0]
+            if s is not None:
+                assert lse is not None
+                lse[first : first + count] = s.reshape(count, heads)
+            first += count
 
     def _visible(
         self, layer: int, part: Visible, q: torch.Tensor, out: torch.Tensor, lse: torch.Tensor, scale: float
@@ -143,6 +157,22 @@ class StepLayout:
         o = o[0].view(kv_heads, count, group, head_dim).transpose(0, 1).reshape(count, heads, head_dim)
         s = s[0].view(kv_heads, count, group).transpose(0, 1).reshape(count, heads)
         merge(out, lse, part.tokens, o, s)
+
+
+@dataclass(frozen=True)
+class Call:
+    """One attention call of a decode step: queries [n, H_kv, group, hd] over keys/values [n, H_kv, L, hd]."""
+
+    query: torch.Tensor
+    keys: torch.Tensor
+    values: torch.Tensor
+    scale: float
+    merged: bool  # report the log-sum-exp
+
+    def __call__(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.merged:
+            return attention_with_lse(self.query, self.keys, self.values, self.scale)
+        return F.scaled_dot_product_attention(self.query, self.keys, self.values, scale=self.scale), None
 
 
 def _span(

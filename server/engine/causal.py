@@ -38,7 +38,8 @@ class PackedStep:
     token_ids: list[int] = field(default_factory=list)
     positions: list[int] = field(default_factory=list)
     slots: list[int] = field(default_factory=list)
-    decode: list[tuple[int, int]] = field(default_factory=list)  # decoding rows: (first slot of the run, keys)
+    # decoding rows: (first slot of the run, keys, whether the row also reads a prefix)
+    decode: list[tuple[int, int, bool]] = field(default_factory=list)
     spans: list[Span] = field(default_factory=list)
     visible: list[Visible] = field(default_factory=list)
     prefixes: dict[int, tuple[PrefixKV, list[int]]] = field(default_factory=dict)  # id -> (prefix, its tokens)
@@ -60,7 +61,7 @@ class PackedStep:
             self.positions.extend(range(before, before + count))
             self.slots.extend(range(work.segment + work.start, work.segment + work.start + count))
             if count == 1:
-                self.decode.append((work.segment, work.start + 1))
+                self.decode.append((work.segment, work.start + 1, prompt.prefix is not None))
             else:
                 self.spans.append(Span(tokens))
         if work.start and (work.branches or count > 1):
@@ -82,19 +83,19 @@ class PackedStep:
         return StepLayout(pool, slots, tuple(decode_groups(self.decode)), tuple(self.spans), tuple(visible))
 
 
-def decode_groups(rows: list[tuple[int, int]]) -> list[DecodeGroup]:
-    """Group decoding rows `(run start, keys)`, sorted by start, that one strided view can read: runs
-    equally far apart, and as many keys each. Rows admitted together with equal reservations and
-    inputs sit like that; any other row is a group of one."""
+def decode_groups(rows: list[tuple[int, int, bool]]) -> list[DecodeGroup]:
+    """Group decoding rows `(run start, keys, merged)`, sorted by start, that one strided view can read:
+    runs equally far apart, as many keys each, and alike in reading a prefix or not. Rows admitted
+    together with equal reservations and inputs sit like that; any other row is a group of one."""
     groups: list[DecodeGroup] = []
-    for start, length in rows:
+    for start, length, merged in rows:
         last = groups[-1] if groups else None
-        if last is not None and last.length == length:
+        if last is not None and last.length == length and last.merged == merged:
             stride = start - last.start if last.count == 1 else last.stride
             if start == last.start + last.count * stride and length <= stride:
-                groups[-1] = DecodeGroup(last.start, stride, last.count + 1, length)
+                groups[-1] = DecodeGroup(last.start, stride, last.count + 1, length, merged)
                 continue
-        groups.append(DecodeGroup(start, 0, 1, length))
+        groups.append(DecodeGroup(start, 0, 1, length, merged))
     return groups
 
 

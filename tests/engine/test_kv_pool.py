@@ -100,9 +100,12 @@ def test_rows_that_join_together_are_read_as_one_group_and_match_peft(llama_zoo:
         ([(0, 20), (16, 20)], [(0, 0, 1, 20), (16, 0, 1, 20)]),  # a view would run into the next row
     ],
 )
-def test_decode_groups(rows: list[tuple[int, int]], groups: list[tuple[int, int, int, int]]) -> None:
-    found = [(g.start, g.stride, g.count, g.length) for g in decode_groups(rows)]
+@pytest.mark.parametrize("merged", [False, True])
+def test_decode_groups(rows: list[tuple[int, int]], groups: list[tuple[int, int, int, int]], merged: bool) -> None:
+    found = [(g.start, g.stride, g.count, g.length) for g in decode_groups([(*row, merged) for row in rows])]
     assert found == groups
+    mixed = decode_groups([(start, length, i % 2 == 1) for i, (start, length) in enumerate(rows)])
+    assert [g.count for g in mixed] == [1] * len(rows)  # rows that read a prefix are not grouped with rows that do not
 
 
 def test_a_long_prompt_prefilled_in_chunks_while_other_rows_decode(llama_zoo: Zoo) -> None:
