@@ -25,7 +25,11 @@ from bench.results import SuiteResult
 from bench.workload import Shape
 from server.engine.engine import Request
 
-CPU_GOALS = {"16x4": 3.0, "64x1": 5.0}  # tasks x requests per task -> goal; any other device: 10x
+# tasks x requests per task -> goal. The KV issue's goals hold at the full profile's realistic lengths;
+# the quick profile's 6-10 new tokens leave PEFT's per-request overheads less to lose, so it keeps the
+# goals it had before.
+GOALS = {"full": {"16x4": 8.0, "64x1": 10.0}}
+DEFAULT_GOALS = {"16x4": 3.0, "64x1": 5.0}
 GPU_GOAL = 10.0
 
 
@@ -100,6 +104,7 @@ def run(ctx: Context) -> SuiteResult:
     for tasks, per_task in ctx.profile.peft_workloads:
         name = f"{tasks}x{per_task}"
         data[name], speedup = compare(ctx, model, tasks, per_task)
-        goal = CPU_GOALS.get(name, GPU_GOAL) if ctx.device.type == "cpu" else GPU_GOAL
+        goals = GOALS.get(ctx.profile.name, DEFAULT_GOALS)
+        goal = goals.get(name, GPU_GOAL) if ctx.device.type == "cpu" else GPU_GOAL
         targets.append(Target(f"{name}: promptswap / PEFT throughput", speedup, goal))
     return SuiteResult("vs_peft", data, targets)

@@ -80,12 +80,14 @@ class StepLayout:
     slots: torch.Tensor  # [S] int64
     decode: tuple[DecodeGroup, ...]
     spans: tuple[Span, ...]
-    visible: tuple[Visible, ...]
+    visible: tuple[Visible, ...]  # earlier tokens of a row's own run (chunked prompts, scored continuations)
+    prefixes: tuple[Visible, ...] = ()  # one per task prefix read in this step
+    prefixed: Tokens | None = None  # every token that reads a prefix
 
     @property
     def merged(self) -> bool:
         """Whether some token's attention has several parts, so every part reports its log-sum-exp."""
-        return bool(self.visible)
+        return bool(self.visible or self.prefixes)
 
     def attend(
         self, layer: int, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float
@@ -104,7 +106,14 @@ class StepLayout:
             _span(span, q, keys, values, out, lse, scale)
         for part in self.visible:
             assert lse is not None
-            self._visible(layer, part, q, out, lse, scale)
+            merge(out, lse, part.tokens, *self._visible(layer, part, q, scale))
+        if self.prefixes:
+            assert lse is not None and self.prefixed is not None
+            # A token reads at most one prefix: each part fills its tokens' rows, and one merge folds them all in.
+            from_prefix, prefix_lse = torch.empty_like(out), torch.empty_like(lse)
+            for part in self.prefixes:
+                from_prefix[part.tokens], prefix_lse[part.tokens] = self._visible(layer, part, q, scale)
+            merge(out, lse, self.prefixed, from_prefix[self.prefixed], prefix_lse[self.prefixed])
         return out[None]
 
     def _decode(self, layer: int, q: torch.Tensor, out: torch.Tensor, lse: torch.Tensor | None, scale: float) -> None:
@@ -141,9 +150,8 @@ class StepLayout:
                 lse[first : first + count] = s.reshape(count, heads)
             first += count
 
-    def _visible(
-        self, layer: int, part: Visible, q: torch.Tensor, out: torch.Tensor, lse: torch.Tensor, scale: float
-    ) -> None:
+    def _visible(self, layer: int, part: Visible, q: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """The part's output [n, H, hd] and log-sum-exp [n, H] for its tokens."""
         if part.prefix is not None:
             keys, values = part.prefix.keys[layer][None], part.prefix.values[layer][None]  # [1, H_kv, N, hd]
         else:
@@ -156,7 +164,7 @@ class StepLayout:
         o, s = attention_with_lse(grouped, keys, values, scale)  # [1, H_kv, n*group, hd], [1, H_kv, n*group]
         o = o[0].view(kv_heads, count, group, head_dim).transpose(0, 1).reshape(count, heads, head_dim)
         s = s[0].view(kv_heads, count, group).transpose(0, 1).reshape(count, heads)
-        merge(out, lse, part.tokens, o, s)
+        return o, s
 
 
 @dataclass(frozen=True)

@@ -22,12 +22,18 @@ from server.engine.request import PAD_TOKEN_ID, RowPrompt, Work
 from server.prompts.forms import PrefixKV
 
 
-def _order(work: Work) -> tuple[int, int]:
-    """Packed order: decoding rows (one stored token) by where their runs lie, then prompt chunks,
-    then scored continuations."""
+def _order(work: Work) -> tuple[int, int, int, int]:
+    """Packed order: decoding rows (one stored token), then prompt chunks, then scored continuations.
+    Decoding rows without a prefix come first, then each task's rows by where their runs lie (rows that
+    can be read as one strided view end up side by side); prompt chunks with a prefix come first, so the
+    tokens that read a prefix are one range in most steps."""
+    prefix = work.prompt.prefix
+    task = 0 if prefix is None else id(prefix)
     if work.branches:
-        return (2, 0)
-    return (0, work.segment) if work.num_tokens == 1 else (1, 0)
+        return (2, prefix is None, task, 0)
+    if work.num_tokens == 1:
+        return (0, prefix is not None, task, work.segment)
+    return (1, prefix is None, task, 0)
 
 
 @dataclass
@@ -76,11 +82,14 @@ class PackedStep:
             self.adapters.append((tokens, prompt.adapter))
 
     def layout(self, pool: KVPool) -> StepLayout:
-        visible = list(self.visible)
-        for prefix, tokens in self.prefixes.values():
-            visible.append(Visible(_tokens(tokens, self.device), prefix=prefix))
+        prefixes = tuple(Visible(_tokens(tokens, self.device), prefix=p) for p, tokens in self.prefixes.values())
+        prefixed = sorted(t for _, tokens in self.prefixes.values() for t in tokens)
         slots = torch.tensor(self.slots, dtype=torch.long, device=self.device)
-        return StepLayout(pool, slots, tuple(decode_groups(self.decode)), tuple(self.spans), tuple(visible))
+        decode = tuple(decode_groups(self.decode))
+        spans, visible = tuple(self.spans), tuple(self.visible)
+        return StepLayout(
+            pool, slots, decode, spans, visible, prefixes, _tokens(prefixed, self.device) if prefixed else None
+        )
 
 
 def decode_groups(rows: list[tuple[int, int, bool]]) -> list[DecodeGroup]:
