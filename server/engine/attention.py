@@ -69,6 +69,18 @@ class Visible:
 
 
 @dataclass(frozen=True)
+class PrefixBatch:
+    """Prefixes of one length whose rows feed as many tokens each, read by one call: their keys and
+    values stacked per layer (a copy of a few small prefixes, kept by the runner while the set lasts).
+    The tokens are laid prefix after prefix, `per_prefix` each."""
+
+    tokens: Tokens
+    per_prefix: int
+    keys: tuple[torch.Tensor, ...]  # per layer [G, H_kv, N, hd]
+    values: tuple[torch.Tensor, ...]
+
+
+@dataclass(frozen=True)
 class StepLayout:
     """Everything one forward's attention needs, built once and read by every layer.
 
@@ -81,7 +93,7 @@ class StepLayout:
     decode: tuple[DecodeGroup, ...]
     spans: tuple[Span, ...]
     visible: tuple[Visible, ...]  # earlier tokens of a row's own run (chunked prompts, scored continuations)
-    prefixes: tuple[Visible, ...] = ()  # one per task prefix read in this step
+    prefixes: tuple[Visible | PrefixBatch, ...] = ()  # every task prefix read in this step
     prefixed: Tokens | None = None  # every token that reads a prefix
 
     @property
@@ -104,15 +116,18 @@ class StepLayout:
             self._decode(layer, q, out, lse, scale)
         for span in self.spans:
             _span(span, q, keys, values, out, lse, scale)
-        for part in self.visible:
+        for own in self.visible:
             assert lse is not None
-            merge(out, lse, part.tokens, *self._visible(layer, part, q, scale))
+            merge(out, lse, own.tokens, *self._visible(layer, own, q, scale))
         if self.prefixes:
             assert lse is not None and self.prefixed is not None
             # A token reads at most one prefix: each part fills its tokens' rows, and one merge folds them all in.
             from_prefix, prefix_lse = torch.empty_like(out), torch.empty_like(lse)
             for part in self.prefixes:
-                from_prefix[part.tokens], prefix_lse[part.tokens] = self._visible(layer, part, q, scale)
+                if isinstance(part, Visible):
+                    from_prefix[part.tokens], prefix_lse[part.tokens] = self._visible(layer, part, q, scale)
+                else:
+                    from_prefix[part.tokens], prefix_lse[part.tokens] = _batch(layer, part, q, scale)
             merge(out, lse, self.prefixed, from_prefix[self.prefixed], prefix_lse[self.prefixed])
         return out[None]
 
@@ -165,6 +180,23 @@ class StepLayout:
         o = o[0].view(kv_heads, count, group, head_dim).transpose(0, 1).reshape(count, heads, head_dim)
         s = s[0].view(kv_heads, count, group).transpose(0, 1).reshape(count, heads)
         return o, s
+
+
+def _batch(layer: int, part: PrefixBatch, q: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch of prefixes: output [G*m, H, hd] and log-sum-exp [G*m, H] for their tokens."""
+    keys, values = part.keys[layer], part.values[layer]  # [G, H_kv, N, hd]
+    selected = q[part.tokens]  # [G*m, H, hd]
+    count, heads, head_dim = selected.shape
+    prefixes, kv_heads = keys.shape[0], keys.shape[1]
+    group, m = heads // kv_heads, part.per_prefix
+    # Each prefix's m tokens, as queries of its key/value heads: [G, H_kv, m*group, hd].
+    grouped = (
+        selected.view(prefixes, m, kv_heads, group, head_dim).transpose(1, 2).reshape(prefixes, kv_heads, -1, head_dim)
+    )
+    o, s = attention_with_lse(grouped, keys, values, scale)
+    o = o.view(prefixes, kv_heads, m, group, head_dim).transpose(1, 2).reshape(count, heads, head_dim)
+    s = s.view(prefixes, kv_heads, m, group).transpose(1, 2).reshape(count, heads)
+    return o, s
 
 
 @dataclass(frozen=True)

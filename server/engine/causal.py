@@ -15,7 +15,17 @@ from typing import Any
 import torch
 
 from server.engine.adaption import FAMILIES, AdapterHooks, AdapterRow
-from server.engine.attention import STEP_KWARG, DecodeGroup, Span, StepLayout, Tokens, Visible, branch_mask, install
+from server.engine.attention import (
+    STEP_KWARG,
+    DecodeGroup,
+    PrefixBatch,
+    Span,
+    StepLayout,
+    Tokens,
+    Visible,
+    branch_mask,
+    install,
+)
 from server.engine.kv_pool import KVPool, kv_bytes_per_token
 from server.engine.model import BaseModel
 from server.engine.request import PAD_TOKEN_ID, RowPrompt, Work
@@ -81,8 +91,8 @@ class PackedStep:
         if prompt.adapter is not None:
             self.adapters.append((tokens, prompt.adapter))
 
-    def layout(self, pool: KVPool) -> StepLayout:
-        prefixes = tuple(Visible(_tokens(tokens, self.device), prefix=p) for p, tokens in self.prefixes.values())
+    def layout(self, pool: KVPool, stacks: PrefixStacks) -> StepLayout:
+        prefixes = self._prefix_parts(stacks)
         prefixed = sorted(t for _, tokens in self.prefixes.values() for t in tokens)
         slots = torch.tensor(self.slots, dtype=torch.long, device=self.device)
         decode = tuple(decode_groups(self.decode))
@@ -90,6 +100,49 @@ class PackedStep:
         return StepLayout(
             pool, slots, decode, spans, visible, prefixes, _tokens(prefixed, self.device) if prefixed else None
         )
+
+    def _prefix_parts(self, stacks: PrefixStacks) -> tuple[Visible | PrefixBatch, ...]:
+        """One part per prefix, except that small prefixes of one length whose rows feed as many tokens
+        (rows of many tasks decoding side by side) are read in one batched call."""
+        buckets: dict[tuple[int, int], list[tuple[PrefixKV, list[int]]]] = {}
+        for prefix, tokens in self.prefixes.values():
+            buckets.setdefault((prefix.num_virtual_tokens, len(tokens)), []).append((prefix, tokens))
+        parts: list[Visible | PrefixBatch] = []
+        for (length, per_prefix), members in buckets.items():
+            if len(members) > 1 and len(members) * length <= STACKED_PREFIX_POSITIONS:
+                keys, values = stacks.get(tuple(prefix for prefix, _ in members))
+                tokens = [t for _, member_tokens in members for t in member_tokens]
+                parts.append(PrefixBatch(_tokens(tokens, self.device), per_prefix, keys, values))
+            else:
+                parts += [Visible(_tokens(tokens, self.device), prefix=prefix) for prefix, tokens in members]
+        return tuple(parts)
+
+
+class PrefixStacks:
+    """Stacked keys and values of the sets of prefixes read together lately (per layer [G, H_kv, N, hd]).
+
+    A set stays the same from step to step while the same tasks decode, so it is stacked once. Entries
+    hold their prefixes, so a prefix object cannot be freed and its id reused while it is cached.
+    """
+
+    def __init__(self, size: int = 4) -> None:
+        self.size = size
+        self._entries: list[tuple[tuple[PrefixKV, ...], tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]] = []
+
+    def get(self, prefixes: tuple[PrefixKV, ...]) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+        for index, (cached, keys, values) in enumerate(self._entries):
+            if len(cached) == len(prefixes) and all(a is b for a, b in zip(cached, prefixes, strict=True)):
+                self._entries.append(self._entries.pop(index))
+                return keys, values
+        layers = range(len(prefixes[0].keys))
+        keys = tuple(torch.stack([p.keys[layer] for p in prefixes]) for layer in layers)
+        values = tuple(torch.stack([p.values[layer] for p in prefixes]) for layer in layers)
+        self._entries = [*self._entries[-(self.size - 1) :], (prefixes, keys, values)]
+        return keys, values
+
+
+# Prefixes batched into one call hold at most this many positions together: stacking copies them.
+STACKED_PREFIX_POSITIONS = 1024
 
 
 def decode_groups(rows: list[tuple[int, int, bool]]) -> list[DecodeGroup]:
@@ -129,6 +182,7 @@ class CausalRunner:
         family = FAMILIES.get(base.spec.model_type)
         self.adapters = AdapterHooks(self.model, family, base.spec.num_layers) if family else None
         self._no_mask = torch.empty(1, 1, 0, 0, device=self.device)  # a 4-D mask: transformers builds none
+        self._stacks = PrefixStacks()
 
     @property
     def kv_bytes_per_token(self) -> int:
@@ -173,7 +227,7 @@ class CausalRunner:
             attention_mask=self._no_mask,
             use_cache=False,
             logits_to_keep=torch.tensor(keep, dtype=torch.long, device=device),
-            **{STEP_KWARG: step.layout(cache)},
+            **{STEP_KWARG: step.layout(cache, self._stacks)},
         )
         logits: torch.Tensor = out.logits[0]  # [R, V]
         return logits.float()
