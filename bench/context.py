@@ -43,6 +43,12 @@ class Context:
     def __post_init__(self) -> None:
         self.engine = Engine(wrap_model(self.model, self.device), self.tokenizer)
 
+    def thread_settings(self) -> dict[str, int]:
+        """The CPU thread counts a suite reports: torch's default and one thread; on a GPU only the default."""
+        if self.device.type != "cpu":
+            return {"default threads": self.default_threads}
+        return {"default threads": self.default_threads, "one thread": 1}
+
     def shapes(
         self, count: int, seed: int, output_tokens: tuple[int, int] | None = None, engine: Engine | None = None
     ) -> list[Shape]:

@@ -17,7 +17,7 @@ from server.engine.engine import Engine, Generation, Request
 from server.engine.model import wrap_model
 from server.engine.sampling import SamplingParams
 from server.prompts.forms import TaskPrompt
-from tests.factories import METHODS, load_peft, make_artifact, make_model, make_tokenizer
+from tests.factories import DEVICE, METHODS, load_peft, make_artifact, make_model, make_tokenizer
 from tests.redis_server import redis_server
 
 # Task name -> (PEFT method, virtual tokens). Two prompt-tuning tasks of different lengths.
@@ -46,7 +46,7 @@ class Zoo:
     tokenizer: PreTrainedTokenizerFast | None = None
 
     def engine(self, dtype: torch.dtype = torch.float32) -> Served:
-        engine = Engine(wrap_model(copy.deepcopy(self.base).to(dtype), torch.device("cpu")), self.tokenizer)
+        engine = Engine(wrap_model(copy.deepcopy(self.base).to(dtype), DEVICE), self.tokenizer)
         prompts = {
             task: engine.build_prompt(load_artifact_dir(folder, engine.base.spec))
             for task, folder in self.folders.items()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,6 +33,10 @@ from transformers import (
 )
 
 VOCAB = 320
+
+# Where the engine and PEFT's reference run: cpu here; the GPU script runs the engine's exactness
+# tests with PROMPTSWAP_TEST_DEVICE=cuda, so the same comparisons hold on the GPU's kernels.
+DEVICE = torch.device(os.environ.get("PROMPTSWAP_TEST_DEVICE", "cpu"))
 
 ARCHITECTURES: dict[str, Callable[[], object]] = {
     # Llama with grouped-query attention (4 query heads share 2 key/value heads).
@@ -114,7 +119,7 @@ ADAPTER_METHODS: dict[str, Callable[[int], PeftConfig]] = {
 def make_model(arch: str, seed: int = 0) -> PreTrainedModel:
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(ARCHITECTURES[arch]())
-    return model.eval()
+    return model.to(DEVICE).eval()
 
 
 def make_artifact(base: PreTrainedModel, method: str, num_virtual_tokens: int, folder: Path, seed: int) -> Path:
@@ -159,10 +164,10 @@ def peft_greedy(
     Returns the greedy tokens and the first step's logits [V]. (PEFT's `generate` is not used:
     it drops prefix-tuning prefixes on rotary models, see DESIGN.md §1.)
     """
-    kwargs = {"task_ids": torch.tensor([task_index])} if task_index is not None else {}
+    kwargs = {"task_ids": torch.tensor([task_index], device=DEVICE)} if task_index is not None else {}
 
     def next_logits(generated: list[int]) -> torch.Tensor:
-        ids = torch.tensor([[*input_ids, *generated]])
+        ids = torch.tensor([[*input_ids, *generated]], device=DEVICE)
         return model(input_ids=ids, attention_mask=torch.ones_like(ids), **kwargs).logits[0, -1].float()
 
     return greedy_loop(next_logits, max_new_tokens, eos_token_ids)

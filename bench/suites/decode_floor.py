@@ -120,7 +120,7 @@ def run(ctx: Context) -> SuiteResult:
     panels: dict[str, dict[str, list[tuple[float, float, float, float]]]] = {}
     targets = []
     before = torch.get_num_threads()
-    for label, threads in {"default threads": ctx.default_threads, "one thread": 1}.items():
+    for label, threads in ctx.thread_settings().items():
         torch.set_num_threads(threads)
         points: dict[str, dict[str, object]] = {}
         curve = []

@@ -89,7 +89,7 @@ def run(ctx: Context) -> SuiteResult:
                                "input_tokens": sum(len(s.input_ids) for s in requests)}  # fmt: skip
     targets = []
     before = torch.get_num_threads()
-    for label, threads in {"default threads": ctx.default_threads, "one thread": 1}.items():
+    for label, threads in ctx.thread_settings().items():
         torch.set_num_threads(threads)
         ctx.engine.generate(ours[:2])  # warm-up
         seconds = alternate(runs, p.repeats)

@@ -20,7 +20,7 @@ from server.engine.sampling import SamplingParams
 from server.engine.scheduler import SchedulerConfig
 from tests.conftest import Served, TaskRequest, Zoo
 from tests.engine.test_mixed_batch import peft_answer
-from tests.factories import VOCAB, load_peft, make_artifact, peft_greedy
+from tests.factories import DEVICE, VOCAB, load_peft, make_artifact, peft_greedy
 
 LONG_PREFIX = 128
 
@@ -214,7 +214,7 @@ def test_label_scores_in_chunks_equal_peft(llama_zoo: Zoo, long_prefix: tuple[Pa
         for index in (0, 1, 2, 150, 298, 299):
             tokens = continuations[index]
             with torch.no_grad():
-                logits = model(input_ids=torch.tensor([[*request.input_ids, *tokens]])).logits[0].float()
+                logits = model(input_ids=torch.tensor([[*request.input_ids, *tokens]], device=DEVICE)).logits[0].float()
             log_probs = torch.log_softmax(logits, -1)
             expected = sum(float(log_probs[len(request.input_ids) - 1 + k, t]) for k, t in enumerate(tokens))
             assert abs(float(scores[row, index]) - expected) < 1e-4, (row, index)

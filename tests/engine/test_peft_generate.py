@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tests.conftest import TaskRequest, Zoo
-from tests.factories import peft_greedy
+from tests.factories import DEVICE, peft_greedy
 
 
 def test_peft_generate_drops_the_prefix_where_promptswap_keeps_it(zoo: Zoo) -> None:
@@ -18,12 +18,13 @@ def test_peft_generate_drops_the_prefix_where_promptswap_keeps_it(zoo: Zoo) -> N
         pytest.skip("absolute positions: PEFT's generate keeps the prefix on GPT-2")
     input_ids = [11, 12, 13, 14]
     peft_model = zoo.peft_models["prefix"]
+    ids = torch.tensor([input_ids], device=DEVICE)
     with torch.no_grad():
         scores = peft_model.generate(
-            input_ids=torch.tensor([input_ids]), attention_mask=torch.ones(1, 4, dtype=torch.long),
+            input_ids=ids, attention_mask=torch.ones_like(ids),
             max_new_tokens=1, do_sample=False, output_scores=True, return_dict_in_generate=True,
         ).scores[0][0]  # fmt: skip
-        base_logits = zoo.base(input_ids=torch.tensor([input_ids])).logits[0, -1]
+        base_logits = zoo.base(input_ids=ids).logits[0, -1]
     _, forward_logits = peft_greedy(peft_model, input_ids, 1)
     served = zoo.engine().next_token_logits([TaskRequest(input_ids, "prefix")])[0]
 

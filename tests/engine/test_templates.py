@@ -13,7 +13,7 @@ import torch
 
 from server.errors import InvalidRequest
 from tests.conftest import TaskRequest, Zoo
-from tests.factories import VOCAB
+from tests.factories import DEVICE, VOCAB
 
 PLACED = ["prompt_tuning", "p_tuning_lstm", "multitask", "cpt"]
 MAX_NEW_TOKENS = 6
@@ -24,12 +24,12 @@ def direct_greedy(zoo: Zoo, request: TaskRequest, prompt_at: int) -> tuple[list[
     """Greedy tokens and first logits [V] from `inputs_embeds` = before + PEFT's prompt + after."""
     assert request.task is not None
     peft_model = zoo.peft_models[request.task]
-    task_ids = torch.tensor([request.task_index]) if request.task == "multitask" else None
+    task_ids = torch.tensor([request.task_index], device=DEVICE) if request.task == "multitask" else None
     prompt = peft_model.get_prompt(batch_size=1, task_ids=task_ids)[0]  # [N, D]
     embed = zoo.base.get_input_embeddings()
     sequence, first = list(request.input_ids), None
     for _ in range(request.max_new_tokens):
-        ids = torch.tensor(sequence)
+        ids = torch.tensor(sequence, device=DEVICE)
         embeds = torch.cat([embed(ids[:prompt_at]), prompt, embed(ids[prompt_at:])])[None]
         logits = zoo.base(inputs_embeds=embeds).logits[0, -1].float()
         first = logits if first is None else first
