@@ -259,7 +259,8 @@ class EngineCore:
         half = len(works) // 2
         first, failed_first = self._forward(works[:half])
         second, failed_second = self._forward(works[half:])
-        return torch.cat([first, second]), failed_first + failed_second
+        kept = [logits for logits in (first, second) if len(logits)]  # a failed half has none, on no device
+        return (torch.cat(kept) if kept else first), failed_first + failed_second
 
     def _advance(self, works: list[Work], logits: torch.Tensor) -> list[Event]:
         """Apply a step's results: store progress, score, sample, emit, finish."""
