@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -124,17 +126,39 @@ def test_a_full_queue_refuses_with_429(llama_zoo: Zoo) -> None:
     core.add(served.request([3], max_new_tokens=2))  # admitted rows free queue slots
 
 
-def test_stop_strings_and_text_in_the_engine(llama_zoo: Zoo) -> None:
+def speak_words(served: Served) -> None:
+    """Make the served model's greedy text real words: the output rows of tokens that are whole ASCII word
+    pieces are amplified and every other row is zeroed, so the argmax is always a word piece."""
+    tokenizer = served.engine.tokenizer
+    assert tokenizer is not None
+    words = [i for i in range(VOCAB) if re.fullmatch(r" ?[A-Za-z]{2,}", tokenizer.decode([i]))]
+    head = served.engine.base.model.get_output_embeddings().weight  # [V, D]
+    keep = torch.zeros(len(head), dtype=torch.bool, device=head.device)
+    keep[words] = True
+    with torch.no_grad():
+        head[~keep] = 0.0
+        head[keep] *= 10.0
+
+
+def test_a_stop_string_ends_the_generation_with_the_token_that_completes_it(llama_zoo: Zoo) -> None:
+    """The stop string is real words spanning a token boundary; the answer keeps exactly the tokens up to
+    the one that completes it (no token after), and the text up to where it starts."""
     served = llama_zoo.engine()
-    prompt = served.engine.tokenizer("Review: fine.")["input_ids"]  # type: ignore[misc]
-    free = served.generate([TaskRequest(prompt, "prefix", {"max_new_tokens": 12, "stop_at_eos": False})])[0]
-    assert free.text == llama_zoo.tokenizer.decode(free.token_ids, skip_special_tokens=True)  # type: ignore[union-attr]
-    stop = free.text[3:6]  # spans token boundaries in general; appears first at index 3 or earlier
+    speak_words(served)
+    tokenizer = llama_zoo.tokenizer
+    assert tokenizer is not None
+    prompt = tokenizer("Review: fine.")["input_ids"]
+    free = served.generate([TaskRequest(prompt, "prefix", {"max_new_tokens": 16, "stop_at_eos": False})])[0]
+    assert re.fullmatch(r"[A-Za-z ]+", free.text), free.text
+    assert free.text == tokenizer.decode(free.token_ids, skip_special_tokens=True)
+    pieces = [tokenizer.decode([token]) for token in free.token_ids]
+    stop = pieces[5][-2:] + pieces[6][:2]  # the end of token 5 and the start of token 6
     cut = free.text.index(stop)
-    stopped = served.generate([TaskRequest(prompt, "prefix", {"max_new_tokens": 12, "stop": (stop,)})])[0]
+    completes = next(n for n in range(1, 17) if stop in tokenizer.decode(free.token_ids[:n]))
+    stopped = served.generate([TaskRequest(prompt, "prefix", {"max_new_tokens": 16, "stop": (stop,)})])[0]
     assert stopped.finish_reason == "stop"
-    assert stopped.text == free.text[:cut] and stop not in stopped.text
-    assert stopped.token_ids == free.token_ids[: len(stopped.token_ids)]
+    assert stopped.text == free.text[:cut]
+    assert stopped.token_ids == free.token_ids[:completes]
 
 
 def test_metrics_count_tokens_and_steps(llama_zoo: Zoo) -> None:

@@ -41,6 +41,9 @@ def test_a_character_split_over_byte_tokens_comes_out_whole(tokenizer: PreTraine
         ("Emoji too: 🎬🍿👍", ["🍿"], "Emoji too: 🎬"),
         ("Awful plot; I left early.", ["zzz"], "Awful plot; I left early."),
         ("Awful plot; I left early.", ["early.", "plot"], "Awful "),
+        # at the very start, while the text is still shorter than the stop string
+        ("Review: fine.", ["Review:"], ""),
+        ("Review: fine.", ["Reviewing"], "Review: fine."),
     ],
 )
 def test_stop_strings_across_tokens(
@@ -51,6 +54,7 @@ def test_stop_strings_across_tokens(
     pieces = []
     for token in ids:
         pieces.append(stream.push(token))
+        assert not any(s.startswith("".join(pieces)) for s in stop if "".join(pieces)), "a stop's start was shown"
         if stream.stopped:
             break
     else:
