@@ -20,13 +20,17 @@ from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import llguidance
 import torch
 
+from server.engine.constraints import Grammars
 from server.engine.detokenizer import TextStream, Tokenizer
+from server.engine.logits import RowState, TokenLogprob, adjust, token_logprobs
 from server.engine.metrics import EngineMetrics
 from server.engine.request import Event, Request, RowPrompt, Usage, Work
 from server.engine.sampling import RowSampler, sample
 from server.engine.scheduler import Plan, Scheduler, SchedulerConfig, Ticket
+from server.errors import InvalidRequest
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +83,11 @@ class Sequence:
     scores: list[float] = field(default_factory=list)  # a scoring request's log-probabilities so far
     next_branch: int = 0  # the first continuation whose later tokens are not scored yet
     cancelled: bool = False
+    matcher: llguidance.LLMatcher | None = None  # the row's grammar, advanced with each token
+
+    @property
+    def state(self) -> RowState:
+        return RowState(self.request.params, self.token_ids, self.matcher)
 
     @property
     def usage(self) -> Usage:
@@ -102,11 +111,20 @@ class Sequence:
         reason = None
         if params.stop_at_eos and token_id in eos_token_ids:
             reason = "eos"
+        elif self._completes_grammar(token_id):
+            reason = "stop"
         elif len(self.token_ids) >= params.max_new_tokens:
             reason = "length"
         if reason and self.text:
             text += self.text.finish()
         return text, reason
+
+    def _completes_grammar(self, token_id: int) -> bool:
+        """Advance the row's grammar by the token; True once it allows nothing more."""
+        if self.matcher is None:
+            return False
+        self.matcher.consume_token(token_id)
+        return bool(self.matcher.is_stopped())
 
     def score_work(self, budget: int) -> Work | None:
         """The next continuations to score within `budget` tokens (at least one, if the budget is whole):
@@ -146,11 +164,13 @@ class EngineCore:
         tokenizer: Tokenizer | None = None,
         eos_token_ids: frozenset[int] = frozenset(),
         metrics: EngineMetrics | None = None,
+        grammars: Grammars | None = None,
     ) -> None:
         self.runner = runner
         self.check = check
         self.tokenizer = tokenizer
         self.eos_token_ids = eos_token_ids
+        self.grammars = grammars
         capacity = kv_capacity(config, runner.kv_bytes_per_token)
         self.cache = runner.new_cache(capacity)
         self.scheduler = Scheduler(config, capacity, runner.chunked_prefill)
@@ -177,8 +197,14 @@ class EngineCore:
         if self.tokenizer is not None and not request.continuations:
             context = request.input_ids if self.runner.prompt_is_context else ()
             text = TextStream(self.tokenizer, context, request.params.stop)
+        matcher = None
+        if request.params.constraint is not None:
+            if self.grammars is None:
+                raise InvalidRequest("this model has no tokenizer, so its text cannot be constrained")
+            matcher = self.grammars.matcher(request.params.constraint)
         with self._lock:
-            sequence = Sequence(next(self._ids), request, prompt, own_ids, RowSampler(request.params), text)
+            sampler = RowSampler(request.params)
+            sequence = Sequence(next(self._ids), request, prompt, own_ids, sampler, text, matcher=matcher)
             ticket = Ticket(sequence.id, len(own_ids), reserved_tokens(len(own_ids), request), request.client)
             self.scheduler.add(ticket)
             self.sequences[sequence.id] = sequence
@@ -293,23 +319,28 @@ class EngineCore:
 
     def _sample(self, rows: list[tuple[Sequence, torch.Tensor]]) -> list[Event]:
         events: list[Event] = []
-        tokens = self._sample_tokens(rows)
-        for (sequence, _), token in zip(rows, tokens, strict=True):
-            if token is None:
+        drawn = self._sample_tokens(rows)
+        for (sequence, _), result in zip(rows, drawn, strict=True):
+            if result is None:
                 events.append(self._finish(sequence, "error"))
                 continue
+            token, logprob = result
             text, reason = sequence.append(token, self.eos_token_ids)
-            events.append(Event(sequence.id, token, text))
+            events.append(Event(sequence.id, token, text, logprob=logprob))
             if reason is not None:
                 events.append(self._finish(sequence, reason))
-        self.metrics.generated_tokens.inc(sum(token is not None for token in tokens))
+        self.metrics.generated_tokens.inc(sum(result is not None for result in drawn))
         return events
 
-    def _sample_tokens(self, rows: list[tuple[Sequence, torch.Tensor]]) -> list[int | None]:
-        """One token per row, sampled together; a row whose sampling fails gets None, the others their token."""
+    def _sample_tokens(self, rows: list[tuple[Sequence, torch.Tensor]]) -> list[tuple[int, TokenLogprob | None] | None]:
+        """One token per row (and its log-probability, if the row reports them), sampled together: the
+        logits adjusted (biases, penalties, grammars), then drawn. A row whose sampling fails gets None."""
         try:
             stacked = torch.stack([logits for _, logits in rows])  # [B, V]
-            return list(sample(stacked, [sequence.sampler for sequence, _ in rows]).tolist())
+            states = [sequence.state for sequence, _ in rows]
+            log_probs = adjust(stacked, states)
+            tokens = sample(stacked, [sequence.sampler for sequence, _ in rows]).tolist()
+            return list(zip(tokens, token_logprobs(log_probs, states, tokens), strict=True))
         except Exception:
             if len(rows) == 1:
                 log.exception("sampling failed for a row; ending it")

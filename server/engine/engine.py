@@ -14,6 +14,7 @@ import torch
 from prompt_store.artifact import Artifact
 from server.engine.allocator import SlotAllocator
 from server.engine.checks import check_input_ids
+from server.engine.constraints import Grammars
 from server.engine.core import EngineCore, Runner, reserved_tokens
 from server.engine.detokenizer import Tokenizer
 from server.engine.kinds import KINDS, ModelKind
@@ -34,6 +35,7 @@ class Engine:
         self.base = base
         self.tokenizer = tokenizer
         self.kind: ModelKind = KINDS[base.spec.kind](base)
+        self.grammars = None if tokenizer is None else Grammars(tokenizer, base.spec.vocab_size, base.eos_token_ids)
 
     @property
     def runner(self) -> Runner:
@@ -51,7 +53,9 @@ class Engine:
 
     def core(self, config: SchedulerConfig, metrics: EngineMetrics | None = None) -> EngineCore:
         """A continuously batched core over this model, with its own KV cache."""
-        return EngineCore(self.runner, self.check, config, self.tokenizer, self.base.eos_token_ids, metrics)
+        return EngineCore(
+            self.runner, self.check, config, self.tokenizer, self.base.eos_token_ids, metrics, self.grammars
+        )
 
     def generate(self, requests: Sequence[Request]) -> list[Generation]:
         """Run every request to completion in one batch (rows leave as they finish)."""
@@ -104,6 +108,10 @@ class Engine:
         params.check(spec.vocab_size)
         if params.stop and self.tokenizer is None:
             raise InvalidRequest("stop: this model has no tokenizer, so stop strings cannot be matched")
+        if params.constraint is not None:
+            if self.grammars is None:
+                raise InvalidRequest(f"{params.constraint.kind}: this model has no tokenizer to constrain its text")
+            self.grammars.check(params.constraint)
         check_input_ids(request.input_ids, spec.vocab_size)
         if request.continuations:
             check_input_ids([t for c in request.continuations for t in c], spec.vocab_size)

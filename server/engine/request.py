@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from server.engine.logits import TokenLogprob
 from server.engine.sampling import SamplingParams
 from server.prompts.forms import AdaptionPrompt, PrefixKV, PromptEmbeddings, TaskPrompt
 
@@ -105,6 +106,7 @@ class Event:
     finish_reason: str | None = None  # length | stop | eos | cancelled | error | scored
     usage: Usage | None = None
     scores: tuple[float, ...] = ()  # a scoring request's log-probability of each continuation
+    logprob: TokenLogprob | None = None  # the token's, when the request reports log-probabilities
 
 
 @dataclass
@@ -114,10 +116,13 @@ class Generation:
     finish_reason: str = ""
     usage: Usage | None = None
     scores: tuple[float, ...] = ()
+    logprobs: list[TokenLogprob] = field(default_factory=list)
 
     def add(self, event: Event) -> None:
         if event.token_id is not None:
             self.token_ids.append(event.token_id)
+        if event.logprob is not None:
+            self.logprobs.append(event.logprob)
         self.text += event.text
         if event.finish_reason is not None:
             self.finish_reason, self.usage, self.scores = event.finish_reason, event.usage, event.scores

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from server.engine.constraints import Constraint
 from server.errors import InvalidRequest
 
 # The bounds of every sampling field, read by the HTTP schemas and by `SamplingParams.check` alike.
@@ -22,6 +23,10 @@ MAX_TEMPERATURE = 100.0
 # softmax is no distribution any more; 0.01 already puts all the mass on the top token in practice.
 MIN_TEMPERATURE = 1e-2
 MAX_TOP_K = 1 << 31  # a schema bound; the model's vocabulary is the real one, checked by the engine
+MAX_TOP_LOGPROBS = 20
+MAX_PENALTY = 2.0  # presence and frequency penalties lie in [-MAX_PENALTY, MAX_PENALTY]
+MAX_LOGIT_BIAS = 100.0  # a bias lies in [-MAX_LOGIT_BIAS, MAX_LOGIT_BIAS]
+MAX_LOGIT_BIASES = 300  # tokens one request may bias
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,11 @@ class SamplingParams:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     stop_at_eos: bool = True
+    logprobs: int | None = None  # report each token's log-probability and this many top tokens; None: none
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias added to its logit)
+    constraint: Constraint | None = None  # what the text must match
 
     def check(self, vocab_size: int = MAX_TOP_K) -> None:
         """Raise `InvalidRequest` naming the first bad field (`top_k` at most the model's vocabulary)."""
@@ -50,6 +60,20 @@ class SamplingParams:
             raise InvalidRequest(
                 f"stop: expected at most {MAX_STOP_STRINGS} non-empty strings of up to {MAX_STOP_LENGTH} characters"
             )
+        if self.logprobs is not None and not 0 <= self.logprobs <= MAX_TOP_LOGPROBS:
+            raise InvalidRequest(f"top_logprobs: expected 0..{MAX_TOP_LOGPROBS}, found {self.logprobs}")
+        for name in ("presence_penalty", "frequency_penalty"):
+            value = getattr(self, name)
+            if not -MAX_PENALTY <= value <= MAX_PENALTY:
+                raise InvalidRequest(f"{name}: expected {-MAX_PENALTY}..{MAX_PENALTY}, found {value}")
+        if len(self.logit_bias) > MAX_LOGIT_BIASES:
+            raise InvalidRequest(f"logit_bias: at most {MAX_LOGIT_BIASES} tokens, found {len(self.logit_bias)}")
+        for token_id, bias in self.logit_bias:
+            if not 0 <= token_id < vocab_size:
+                raise InvalidRequest(f"logit_bias: token id {token_id} is outside the vocabulary (0..{vocab_size - 1})")
+            if not -MAX_LOGIT_BIAS <= bias <= MAX_LOGIT_BIAS:
+                bounds = f"{-MAX_LOGIT_BIAS:g}..{MAX_LOGIT_BIAS:g}"
+                raise InvalidRequest(f"logit_bias: expected biases in {bounds}, found {bias} for token {token_id}")
 
     @property
     def is_greedy(self) -> bool:
