@@ -64,7 +64,7 @@ class Served:
     def request(self, input_ids: list[int], task: str | None = None, **options: Any) -> Request:
         task_index = options.pop("task_index", 0)
         prompt = self.prompts[task] if task else None
-        return Request(input_ids, prompt=prompt, task_index=task_index, params=SamplingParams(**options))
+        return Request(input_ids, prompt=prompt, task_index=task_index, params=SamplingParams(**options), task=task)
 
     def generate(self, specs: list[TaskRequest]) -> list[Generation]:
         return self.engine.generate([self.request(s.input_ids, s.task, **s.options) for s in specs])

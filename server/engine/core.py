@@ -84,6 +84,9 @@ class Sequence:
     next_branch: int = 0  # the first continuation whose later tokens are not scored yet
     cancelled: bool = False
     matcher: llguidance.LLMatcher | None = None  # the row's grammar, advanced with each token
+    label: str = ""  # the task's label on the latency metrics
+    arrived: float = 0.0  # time.perf_counter() when the engine got the request
+    last_token_at: float = 0.0  # ... when its latest token was sampled (0: none yet)
 
     @property
     def state(self) -> RowState:
@@ -204,7 +207,8 @@ class EngineCore:
             matcher = self.grammars.matcher(request.params.constraint)
         with self._lock:
             sampler = RowSampler(request.params)
-            sequence = Sequence(next(self._ids), request, prompt, own_ids, sampler, text, matcher=matcher)
+            sequence = Sequence(next(self._ids), request, prompt, own_ids, sampler, text, matcher=matcher,
+                                label=self.metrics.tasks.label(request.task), arrived=time.perf_counter())  # fmt: skip
             ticket = Ticket(sequence.id, len(own_ids), reserved_tokens(len(own_ids), request), request.client)
             self.scheduler.add(ticket)
             self.sequences[sequence.id] = sequence
@@ -222,8 +226,11 @@ class EngineCore:
         events: list[Event] = []
         self._drop_cancelled(events)
         plan = self.scheduler.schedule()
+        admitted_at = time.perf_counter()
         for running in plan.admitted:
-            self.sequences[running.ticket.id].segment = running.segment
+            sequence = self.sequences[running.ticket.id]
+            sequence.segment = running.segment
+            self._observe_admission(sequence, admitted_at)
         self.metrics.queue_depth.set(self.scheduler.num_waiting)
         works = self._works(plan)
         if works:
@@ -320,10 +327,12 @@ class EngineCore:
     def _sample(self, rows: list[tuple[Sequence, torch.Tensor]]) -> list[Event]:
         events: list[Event] = []
         drawn = self._sample_tokens(rows)
+        now = time.perf_counter()
         for (sequence, _), result in zip(rows, drawn, strict=True):
             if result is None:
                 events.append(self._finish(sequence, "error"))
                 continue
+            self._observe_token(sequence, now)
             token, logprob = result
             text, reason = sequence.append(token, self.eos_token_ids)
             events.append(Event(sequence.id, token, text, logprob=logprob))
@@ -384,9 +393,22 @@ class EngineCore:
         with self._lock:
             self.sequences.pop(sequence.id, None)
         self.metrics.finished.labels(reason).inc()
+        self.metrics.request_latency.labels(sequence.label).observe(time.perf_counter() - sequence.arrived)
         if sequence.request.on_done is not None:
             sequence.request.on_done()
         return Event(sequence.id, finish_reason=reason, usage=sequence.usage, scores=tuple(sequence.scores))
+
+    def _observe_admission(self, sequence: Sequence, now: float) -> None:
+        self.metrics.queue_wait.labels(sequence.label).observe(now - sequence.arrived)
+        self.metrics.prompt_tokens.inc(len(sequence.request.input_ids))
+        self.metrics.virtual_tokens.inc(sequence.prompt.num_virtual_tokens)
+
+    def _observe_token(self, sequence: Sequence, now: float) -> None:
+        if sequence.last_token_at:
+            self.metrics.time_per_output_token.labels(sequence.label).observe(now - sequence.last_token_at)
+        else:
+            self.metrics.time_to_first_token.labels(sequence.label).observe(now - sequence.arrived)
+        sequence.last_token_at = now
 
     def _observe(self) -> None:
         rows, prefixes = self.kv_bytes()

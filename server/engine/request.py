@@ -25,6 +25,7 @@ class Request:
     client: str = ""  # who sent it: admission shares the batch fairly between clients
     # Score these continuations after the input instead of generating (classification by verbalizers).
     continuations: tuple[tuple[int, ...], ...] = ()
+    task: str | None = None  # the task's name (None: the base model), for metrics
 
 
 @dataclass(frozen=True)
