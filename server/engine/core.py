@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from collections.abc import Sequence as Seq
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import llguidance
@@ -27,7 +27,7 @@ from server.engine.constraints import Grammars
 from server.engine.detokenizer import TextStream, Tokenizer
 from server.engine.logits import RowState, TokenLogprob, adjust, token_logprobs
 from server.engine.metrics import EngineMetrics
-from server.engine.request import Event, Request, RowPrompt, Usage, Work
+from server.engine.request import Event, Request, RowPrompt, Timing, Usage, Work
 from server.engine.sampling import RowSampler, sample
 from server.engine.scheduler import Plan, Scheduler, SchedulerConfig, Ticket
 from server.errors import InvalidRequest
@@ -87,6 +87,7 @@ class Sequence:
     label: str = ""  # the task's label on the latency metrics
     arrived: float = 0.0  # time.perf_counter() when the engine got the request
     last_token_at: float = 0.0  # ... when its latest token was sampled (0: none yet)
+    timing: Timing = field(default_factory=lambda: Timing(time.time_ns()))  # the same moments, for traces
 
     @property
     def state(self) -> RowState:
@@ -396,9 +397,12 @@ class EngineCore:
         self.metrics.request_latency.labels(sequence.label).observe(time.perf_counter() - sequence.arrived)
         if sequence.request.on_done is not None:
             sequence.request.on_done()
-        return Event(sequence.id, finish_reason=reason, usage=sequence.usage, scores=tuple(sequence.scores))
+        timing = replace(sequence.timing, finished_ns=time.time_ns())
+        return Event(sequence.id, finish_reason=reason, usage=sequence.usage, scores=tuple(sequence.scores),
+                     timing=timing)  # fmt: skip
 
     def _observe_admission(self, sequence: Sequence, now: float) -> None:
+        sequence.timing = replace(sequence.timing, admitted_ns=time.time_ns())
         self.metrics.queue_wait.labels(sequence.label).observe(now - sequence.arrived)
         self.metrics.prompt_tokens.inc(len(sequence.request.input_ids))
         self.metrics.virtual_tokens.inc(sequence.prompt.num_virtual_tokens)
@@ -408,6 +412,7 @@ class EngineCore:
             self.metrics.time_per_output_token.labels(sequence.label).observe(now - sequence.last_token_at)
         else:
             self.metrics.time_to_first_token.labels(sequence.label).observe(now - sequence.arrived)
+            sequence.timing = replace(sequence.timing, first_token_ns=time.time_ns())
         sequence.last_token_at = now
 
     def _observe(self) -> None:

@@ -98,6 +98,17 @@ class Usage:
 
 
 @dataclass(frozen=True)
+class Timing:
+    """When a request reached each stage in the engine (wall clock, ns since the epoch; 0: never), so that
+    the API can draw its trace spans (queue wait, prefill, decode) without the engine knowing of traces."""
+
+    arrived_ns: int
+    admitted_ns: int = 0
+    first_token_ns: int = 0
+    finished_ns: int = 0
+
+
+@dataclass(frozen=True)
 class Event:
     """One new token of a request, or (with `finish_reason`) its end."""
 
@@ -108,6 +119,7 @@ class Event:
     usage: Usage | None = None
     scores: tuple[float, ...] = ()  # a scoring request's log-probability of each continuation
     logprob: TokenLogprob | None = None  # the token's, when the request reports log-probabilities
+    timing: Timing | None = None  # on the last event
 
 
 @dataclass
@@ -118,6 +130,7 @@ class Generation:
     usage: Usage | None = None
     scores: tuple[float, ...] = ()
     logprobs: list[TokenLogprob] = field(default_factory=list)
+    timing: Timing | None = None
 
     def add(self, event: Event) -> None:
         if event.token_id is not None:
@@ -127,3 +140,4 @@ class Generation:
         self.text += event.text
         if event.finish_reason is not None:
             self.finish_reason, self.usage, self.scores = event.finish_reason, event.usage, event.scores
+            self.timing = event.timing

@@ -16,10 +16,18 @@ def test_three_requests_of_known_lengths(llama_zoo: Zoo) -> None:
     metrics = EngineMetrics()
     core = served.engine.core(SchedulerConfig(max_batch_size=2), metrics)
     workload = [("prefix", 3, 4), (None, 4, 5), ("prompt_tuning", 5, 6)]
-    for task, length, new_tokens in workload:
+    ids = [
         core.add(served.request(list(range(3, 3 + length)), task, max_new_tokens=new_tokens, stop_at_eos=False))
+        for task, length, new_tokens in workload
+    ]
+    timings = {}
     while core.has_work:
-        core.step()
+        timings.update({event.request_id: event.timing for event in core.step() if event.timing is not None})
+    # The moments a trace is drawn from, in order; the third request was admitted when the first had finished.
+    first, _, third = (timings[i] for i in ids)
+    for timing in timings.values():
+        assert 0 < timing.arrived_ns <= timing.admitted_ns <= timing.first_token_ns <= timing.finished_ns
+    assert third.admitted_ns >= first.finished_ns
     sample = metrics.registry.get_sample_value
     assert sample("promptswap_prompt_tokens_total") == 3 + 4 + 5
     assert sample("promptswap_virtual_tokens_total") == TASKS["prefix"][1] + TASKS["prompt_tuning"][1]
