@@ -139,3 +139,14 @@ def test_promtool_accepts_the_shipped_configuration() -> None:
     for command in (["check", "rules", str(RULES)], ["check", "config", str(MONITORING / "prometheus.yml")]):
         result = subprocess.run([promtool, *command], capture_output=True, text=True)
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_operations_guide_lists_every_exported_metric(server: LiveServer) -> None:
+    def family(series: str) -> str:
+        return re.sub(r"_(bucket|sum|count|created|total)$", "", series)
+
+    guide = (Path(__file__).parents[2] / "docs" / "operations.md").read_text()
+    documented = {family(name) for name in re.findall(r"^\| `(promptswap_[a-z_]+)` \|", guide, flags=re.MULTILINE)}
+    exported = {family(name) for name in exported_series(server) if name.startswith("promptswap_")}
+    assert exported <= documented, f"exported but not in docs/operations.md: {sorted(exported - documented)}"
+    assert documented <= exported, f"in docs/operations.md but not exported: {sorted(documented - exported)}"
