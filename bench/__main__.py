@@ -44,6 +44,7 @@ SUITES = (
     "decode_floor",
     "engines",
     "kv_capacity",
+    "structured",
     "memory",
 )
 

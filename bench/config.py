@@ -67,6 +67,7 @@ class Profile:
     # 11. rows that fit a KV budget with one shared prefix
     capacity_prefix: int = 128
     capacity_budget_mb: int = 256
+    structured_requests: int = 32  # 12. structured output and log-probabilities: rows per batch
     methods: tuple[str, ...] = field(default=("prompt_tuning", "p_tuning", "prefix", "multitask", "cpt", "cartridge"))
 
 
@@ -79,6 +80,7 @@ PROFILES = {
         sweep_batches=(1, 2), sweep_tasks=(1, 2), sweep_prompt_lengths=(0, 4), sweep_output_tokens=2,
         continuous_requests=4, continuous_batch=2, floor_grid=((2, 8), (4, 16)), engines_requests=4,
         engines_inputs=(4, 12), engines_outputs=(2, 4), capacity_prefix=8, capacity_budget_mb=1,
+        structured_requests=4,
     ),
     # Under 10 minutes on a quiet 2-core CPU at one thread. Outputs are shorter than the realistic
     # 16-128 (PEFT's one-request-at-a-time side of vs_peft is most of the run); --full uses the realistic ones.
