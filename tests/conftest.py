@@ -45,8 +45,13 @@ class Zoo:
     peft_models: dict[str, torch.nn.Module]
     tokenizer: PreTrainedTokenizerFast | None = None
 
-    def engine(self, dtype: torch.dtype = torch.float32) -> Served:
-        engine = Engine(wrap_model(copy.deepcopy(self.base).to(dtype), DEVICE), self.tokenizer)
+    def engine(self, dtype: torch.dtype = torch.float32, positions: int | None = None) -> Served:
+        """An engine over a copy of the base model; `positions`: let it take longer sequences than its
+        config says (rotary models compute positions on the fly), for requests that must run for long."""
+        model = copy.deepcopy(self.base).to(dtype)
+        if positions is not None:
+            model.config.max_position_embeddings = positions
+        engine = Engine(wrap_model(model, DEVICE), self.tokenizer)
         prompts = {
             task: engine.build_prompt(load_artifact_dir(folder, engine.base.spec))
             for task, folder in self.folders.items()

@@ -23,9 +23,13 @@ async def until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
         await asyncio.sleep(0.005)
 
 
+# Rows that cannot end by themselves while a test watches them, however slow the machine: tests cancel them.
+ENDLESS = 8000
+
+
 @pytest.fixture
 async def running(llama_zoo: Zoo) -> AsyncIterator[tuple[Served, AsyncEngine]]:
-    served = llama_zoo.engine()
+    served = llama_zoo.engine(positions=ENDLESS + 16)
     engine = AsyncEngine(served.engine.core(SchedulerConfig(max_batch_size=8)))
     engine.start()
     yield served, engine
@@ -48,7 +52,9 @@ async def test_streamed_events_add_up_to_the_answer(running: tuple[Served, Async
 
 async def test_a_late_request_starts_before_the_running_ones_finish(running: tuple[Served, AsyncEngine]) -> None:
     served, engine = running
-    long_streams = [engine.submit(served.request([i + 3, 9], max_new_tokens=150, stop_at_eos=False)) for i in range(3)]
+    long_streams = [
+        engine.submit(served.request([i + 3, 9], max_new_tokens=ENDLESS, stop_at_eos=False)) for i in range(3)
+    ]
     finished: list[str] = []
     tokens: dict[str, int] = {}
 
@@ -63,23 +69,32 @@ async def test_a_late_request_starts_before_the_running_ones_finish(running: tup
     short = engine.submit(served.request([7, 7, 7], "prefix", max_new_tokens=2))
     await drain("short", short)
     assert finished == ["short"], "the short request had to wait for the whole batch"
+    for stream in long_streams:
+        stream.cancel()
     await asyncio.gather(*tasks)
     assert sorted(finished) == ["long0", "long1", "long2", "short"]
 
 
 async def test_a_consumer_that_goes_away_frees_its_row(running: tuple[Served, AsyncEngine]) -> None:
     served, engine = running
-    stream = engine.submit(served.request([1, 2, 3], "cpt", max_new_tokens=200, stop_at_eos=False))
-    other = engine.submit(served.request([4, 5, 6], max_new_tokens=200, stop_at_eos=False))
+    stream = engine.submit(served.request([1, 2, 3], "cpt", max_new_tokens=ENDLESS, stop_at_eos=False))
+    other = engine.submit(served.request([4, 5, 6], max_new_tokens=ENDLESS, stop_at_eos=False))
     received = 0
     async for _ in stream:
         received += 1
         if received == 3:
             break  # the client disconnected
-    await until(lambda: engine.core is not None and len(engine.core.running) == 1)
+    assert engine.core is not None
+    core = engine.core
+
+    def cancelled() -> float | None:
+        return core.metrics.registry.get_sample_value("promptswap_requests_finished_total", {"reason": "cancelled"})
+
+    await until(lambda: cancelled() == 1)  # noticed, long before it could have ended by itself
+    assert len(core.running) == 1
     other.cancel()
     result = await other.result()
-    assert result.finish_reason == "cancelled" and len(result.token_ids) < 200
+    assert result.finish_reason == "cancelled" and len(result.token_ids) < ENDLESS
     await until(lambda: not engine.core.has_work and engine.streams == {})
 
 
