@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 
 import pytest
 import torch
+from hypothesis import settings
 from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 from prompt_store.artifact import load_artifact_dir
@@ -19,6 +21,14 @@ from server.engine.sampling import SamplingParams
 from server.prompts.forms import TaskPrompt
 from tests.factories import DEVICE, METHODS, load_peft, make_artifact, make_model, make_tokenizer
 from tests.redis_server import redis_server
+
+# Property tests drive whole engines, so 25 examples each. Under CI they are derandomised (the same
+# examples every run, no example database), so a CI failure is reproducible; by hand,
+# HYPOTHESIS_PROFILE=thorough runs 500 random examples each.
+settings.register_profile("dev", max_examples=25)
+settings.register_profile("ci", max_examples=25, derandomize=True, database=None, print_blob=True)
+settings.register_profile("thorough", max_examples=500)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 # Task name -> (PEFT method, virtual tokens). Two prompt-tuning tasks of different lengths.
 TASKS: dict[str, tuple[str, int]] = {

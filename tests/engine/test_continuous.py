@@ -51,7 +51,7 @@ def run(core: EngineCore, arrivals: dict[int, list[int]], requests: dict[int, ob
     return results
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     picks=st.lists(
         st.tuples(st.integers(0, POOL_SIZE - 1), st.integers(0, 12), st.integers(1, LONGEST)), min_size=1, max_size=8

@@ -160,7 +160,7 @@ def test_a_replaced_task_keeps_serving_its_running_rows_the_old_version(llama_zo
 POOL = [("prefix", 7), ("prefix", 7), ("prompt_tuning", 7), ("prompt_tuning", 3), (None, 7), ("cartridge", 3)]
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     picks=st.lists(
         st.tuples(st.integers(0, len(POOL) - 1), st.integers(0, 6), st.integers(1, 6)), min_size=2, max_size=10
