@@ -142,3 +142,21 @@ def test_slots_never_overlap_and_all_merge_back() -> None:
     for start in list(taken):
         slots.free(start)
     assert slots.used == 0 and slots.largest_free == 1024
+
+
+@pytest.mark.parametrize(("capacity", "align"), [(0, 16), (64, 0), (-1, -1)])
+def test_an_empty_pool_or_alignment_is_refused(capacity: int, align: int) -> None:
+    with pytest.raises(ValueError, match="positive"):
+        SlotAllocator(capacity, align)
+
+
+def test_finishing_a_row_twice_or_one_never_admitted_changes_nothing() -> None:
+    scheduler = Scheduler(SchedulerConfig(max_batch_size=4, max_prefill_tokens=64), 64, chunked_prefill=False)
+    scheduler.add(Ticket(1, 8, 16))
+    scheduler.schedule()
+    scheduler.finish(1)
+    scheduler.finish(1)  # cancelled and finished in one step: the second call must not free twice
+    scheduler.finish(99)
+    assert scheduler.slots.used == 0 and not scheduler.running
+    scheduler.add(Ticket(2, 8, 64))  # the whole pool is one free run again
+    assert [running.ticket.id for running in scheduler.schedule().admitted] == [2]
