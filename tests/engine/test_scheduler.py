@@ -160,3 +160,19 @@ def test_finishing_a_row_twice_or_one_never_admitted_changes_nothing() -> None:
     assert scheduler.slots.used == 0 and not scheduler.running
     scheduler.add(Ticket(2, 8, 64))  # the whole pool is one free run again
     assert [running.ticket.id for running in scheduler.schedule().admitted] == [2]
+
+
+def test_two_long_prompts_share_one_prefill_budget() -> None:
+    """Chunks of rows still prefilling come out of the same budget, step after step."""
+    scheduler = Scheduler(SchedulerConfig(max_prefill_tokens=8), 1000)
+    scheduler.add(Ticket(0, 20, 40))
+    scheduler.add(Ticket(1, 20, 40))
+    steps = [scheduler.schedule().chunks for _ in range(6)]
+    assert steps[:2] == [{0: (0, 8)}, {0: (8, 8)}]
+    assert all(sum(length for _, length in chunks.values()) <= 8 for chunks in steps)
+    assert sum(length for chunks in steps for start, length in chunks.values()) == 40
+
+
+def test_the_smallest_pool_and_alignment_work() -> None:
+    slots = SlotAllocator(1, align=1)
+    assert slots.allocate(1) == 0 and slots.allocate(1) is None
