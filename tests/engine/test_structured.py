@@ -161,7 +161,8 @@ def test_biases_and_penalties_are_applied_as_specified(llama_zoo: Zoo) -> None:
     model = reference(llama_zoo, "prefix")
     for step, token in enumerate(penalized.token_ids):
         _, logits = peft_greedy(model, prompt + penalized.token_ids[:step], 1)
-        counts = torch.bincount(torch.tensor(penalized.token_ids[:step], dtype=torch.long), minlength=VOCAB).float()
+        seen = torch.tensor(penalized.token_ids[:step], dtype=torch.long, device=logits.device)
+        counts = torch.bincount(seen, minlength=VOCAB).float()
         adjusted = logits - 0.5 * counts - 1.5 * (counts > 0).float()
         assert token == int(adjusted.argmax()), step
     unpenalized = served.generate([TaskRequest(prompt, "prefix", {"max_new_tokens": 12, "stop_at_eos": False})])[0]
