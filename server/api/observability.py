@@ -13,6 +13,7 @@ from prometheus_client.registry import Collector
 
 from prompt_store.errors import UserError
 from server.api.auth import require_metrics_reader
+from server.api.errors import error_response, user_error_response
 from server.prompts.registry import PromptRegistry
 
 router = APIRouter()
@@ -28,11 +29,11 @@ async def ready(request: Request) -> dict[str, str] | JSONResponse:
     state = request.app.state.server
     if request.app.state.admission.draining:
         message = "this replica is shutting down and admits no new requests"
-        return JSONResponse({"error": {"type": "shutting_down", "message": message}}, status_code=503)
+        return error_response(503, "shutting_down", message)
     try:
         await state.store.ping()
     except UserError as error:
-        return JSONResponse({"error": {"type": error.error_type, "message": error.message}}, status_code=503)
+        return user_error_response(error, status=503)
     return {"status": "ready", "model": state.model_name}
 
 

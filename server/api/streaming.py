@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from prompt_store.errors import UserError
+from server.api.errors import error_body
 from server.engine.async_engine import RequestStream
 from server.engine.request import Event
 
@@ -19,7 +20,7 @@ def sse(payload: dict[str, Any]) -> str:
 
 
 def sse_error(error: UserError) -> str:
-    return sse({"error": {"type": error.error_type, "message": error.message}})
+    return sse(error_body(error.error_type, error.message))
 
 
 async def merged(streams: Sequence[RequestStream]) -> AsyncIterator[tuple[int, Event]]:
