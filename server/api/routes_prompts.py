@@ -7,11 +7,12 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 from starlette.datastructures import UploadFile
 
-from prompt_store.errors import ArtifactError, ArtifactTooLarge
+from prompt_store.errors import ArtifactError, ArtifactTooLarge, Conflict, UnknownTask, UnknownVersion
+from prompt_store.records import VersionRecord
+from prompt_store.store import PromptStore
 from server.api.auth import require_admin, require_reader
-from server.api.routes_inference import state_of
 from server.api.schemas import RollbackBody
-from server.api.service import record_json
+from server.api.service import record_json, state_of
 from server.errors import InvalidRequest
 
 router = APIRouter()
@@ -87,7 +88,10 @@ async def list_prompts(request: Request) -> dict[str, Any]:
     state = state_of(request)
     prompts = []
     for task, version in (await state.store.list_tasks()).items():
-        record = await state.store.get_record(task, version)
+        try:
+            record = await state.store.get_record(task, version)
+        except (UnknownTask, UnknownVersion):
+            continue  # deleted (or deleted and uploaded again) since the listing: not there any more
         prompts.append({**record_json(record, state.registry.spec), "current_version": version})
     return {"prompts": prompts}
 
@@ -95,15 +99,25 @@ async def list_prompts(request: Request) -> dict[str, Any]:
 @router.get("/v1/prompts/{task}", dependencies=[Depends(require_reader)])
 async def show(task: str, request: Request) -> dict[str, Any]:
     state = state_of(request)
-    current = await state.store.current_version(task)
-    versions = await state.store.list_versions(task)
-    record = next(r for r in versions if r.version == current)
+    current, versions = await read_task(state.store, task)
     spec = state.registry.spec
     return {
-        **record_json(record, spec),
-        "current_version": current,
+        **record_json(current, spec),
+        "current_version": current.version,
         "versions": [record_json(r, spec) for r in versions],
     }
+
+
+async def read_task(store: PromptStore, task: str, attempts: int = 3) -> tuple[VersionRecord, list[VersionRecord]]:
+    """A task's current version and all its versions. They take two reads; when the task changes between
+    them (deleted and uploaded again, its versions starting over) the reads are taken again."""
+    for _ in range(attempts):
+        current = await store.current_version(task)  # UnknownTask once it is gone
+        versions = await store.list_versions(task)
+        record = next((r for r in versions if r.version == current), None)
+        if record is not None:
+            return record, versions
+    raise Conflict(f"task {task!r} kept changing while it was read; read it again")
 
 
 @router.delete("/v1/prompts/{task}", status_code=204, dependencies=[Depends(require_admin)])
