@@ -13,11 +13,11 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from server.engine.sampling import MAX_NEW_TOKENS, MAX_TEMPERATURE, MAX_TOP_K, MIN_TEMPERATURE, valid_temperature
+from prompt_store.sampling_limits import LIMITS, MAX_STOP_STRINGS, MAX_TEMPERATURE, MIN_TEMPERATURE, valid_temperature
 
 Text = Annotated[str, Field(max_length=200_000)]
-StopStrings = Annotated[list[Text], Field(max_length=16)]
-Seed = Annotated[int, Field(ge=0, lt=1 << 63)]
+StopStrings = Annotated[list[Text], Field(max_length=MAX_STOP_STRINGS)]
+Seed = Annotated[int, LIMITS["seed"].field()]
 STRICT = ConfigDict(extra="forbid")
 OPENAI_MAX_TEMPERATURE = 2.0  # OpenAI's own bound on its routes
 
@@ -38,10 +38,10 @@ def temperature_up_to(largest: float) -> AfterValidator:
 class Parameters(BaseModel):
     model_config = STRICT
 
-    max_new_tokens: int | None = Field(default=None, ge=1, le=MAX_NEW_TOKENS)
+    max_new_tokens: int | None = LIMITS["max_new_tokens"].field()
     temperature: Annotated[float | None, temperature_up_to(MAX_TEMPERATURE)] = None
-    top_k: int | None = Field(default=None, ge=1, le=MAX_TOP_K)
-    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    top_k: int | None = LIMITS["top_k"].field()
+    top_p: float | None = LIMITS["top_p"].field()
     seed: Seed | None = None
     stop: StopStrings | None = None
 
@@ -112,7 +112,7 @@ class OpenAIBody(BaseModel):
 
     model: str
     temperature: Annotated[float | None, temperature_up_to(OPENAI_MAX_TEMPERATURE)] = 1.0
-    top_p: float | None = Field(default=1.0, gt=0.0, le=1.0)
+    top_p: float | None = LIMITS["top_p"].field(default=1.0)
     stop: Text | StopStrings | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -134,7 +134,7 @@ class CompletionBody(OpenAIBody):
     """OpenAI's completions request."""
 
     prompt: Text | list[Text]
-    max_tokens: int | None = Field(default=16, ge=1, le=MAX_NEW_TOKENS)
+    max_tokens: int | None = LIMITS["max_new_tokens"].field(default=16)
     echo: OffFalse = None
     logprobs: OffNull = None
     best_of: OffOne = None
@@ -166,8 +166,8 @@ class ChatBody(OpenAIBody):
     """OpenAI's chat completions request."""
 
     messages: list[ChatMessage] = Field(min_length=1, max_length=1000)
-    max_tokens: int | None = Field(default=None, ge=1, le=MAX_NEW_TOKENS)
-    max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_NEW_TOKENS)
+    max_tokens: int | None = LIMITS["max_new_tokens"].field()
+    max_completion_tokens: int | None = LIMITS["max_new_tokens"].field()
     logprobs: OffFalse = None
     top_logprobs: OffZero = None
     response_format: OffText = None
