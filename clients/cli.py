@@ -88,6 +88,12 @@ def run_client_command(args: argparse.Namespace) -> int | None:
             return dispatch(client, args)
     except PromptswapError as error:
         return fail(error.error_type, error.message)
+    except httpx.ConnectError as error:
+        return fail(
+            "no_server",
+            f"nothing answers at {args.url} ({error}). Start a server there with `promptswap serve`, "
+            "or point --url (or PROMPTSWAP_URL) at the one you have.",
+        )
     except httpx.HTTPError as error:
         return fail(type(error).__name__, str(error))
     except (OSError, ValueError) as error:  # local problems: a missing folder, a pickle-only artifact, a bad card

@@ -7,6 +7,7 @@ only with the value that means "off" (what a client sends when it fills every fi
 
 from __future__ import annotations
 
+import difflib
 import json
 from typing import Annotated, Any, Literal
 
@@ -22,6 +23,31 @@ STRICT = ConfigDict(extra="forbid")
 OPENAI_MAX_TEMPERATURE = 2.0  # OpenAI's own bound on its routes
 
 
+class Strict(BaseModel):
+    """A body that names each unknown field and the closest known one, e.g. `max_tokens` for
+    `max_new_tokens`, rather than dropping it or saying only that it is not permitted."""
+
+    model_config = STRICT
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_fields(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = [key for key in data if key not in cls.model_fields]
+            if unknown:
+                raise PydanticCustomError("unknown_field", "{message}", {"message": unknown_message(unknown, cls)})
+        return data
+
+
+def unknown_message(unknown: list[str], model: type[BaseModel]) -> str:
+    known = list(model.model_fields)
+    named = []
+    for field in unknown:
+        close = difflib.get_close_matches(field, known, n=1, cutoff=0.6)
+        named.append(f"{field!r} (did you mean {close[0]!r}?)" if close else repr(field))
+    return f"unknown field {', '.join(named)}; the fields here are {', '.join(known)}"
+
+
 def temperature_up_to(largest: float) -> AfterValidator:
     """0 (greedy) or MIN_TEMPERATURE..`largest`: a tinier temperature makes the softmax overflow."""
 
@@ -35,9 +61,7 @@ def temperature_up_to(largest: float) -> AfterValidator:
     return AfterValidator(check)
 
 
-class Parameters(BaseModel):
-    model_config = STRICT
-
+class Parameters(Strict):
     max_new_tokens: int | None = LIMITS["max_new_tokens"].field()
     temperature: Annotated[float | None, temperature_up_to(MAX_TEMPERATURE)] = None
     top_k: int | None = LIMITS["top_k"].field()
@@ -46,9 +70,7 @@ class Parameters(BaseModel):
     stop: StopStrings | None = None
 
 
-class GenerateBody(BaseModel):
-    model_config = STRICT
-
+class GenerateBody(Strict):
     task: str | None = None
     inputs: Text | list[Text]
     version: int | None = Field(default=None, ge=1)
@@ -57,9 +79,7 @@ class GenerateBody(BaseModel):
     stream: bool = False
 
 
-class ClassifyBody(BaseModel):
-    model_config = STRICT
-
+class ClassifyBody(Strict):
     task: str | None = None
     inputs: Text | list[Text]
     labels: list[Text] | dict[str, Text] | None = None
@@ -67,9 +87,7 @@ class ClassifyBody(BaseModel):
     task_index: int = Field(default=0, ge=0)
 
 
-class RollbackBody(BaseModel):
-    model_config = STRICT
-
+class RollbackBody(Strict):
     version: int = Field(ge=1)
 
 
@@ -99,16 +117,12 @@ OffNoTool = Annotated[Any, only_off("none")]
 OffText = Annotated[Any, only_off({"type": "text"})]
 
 
-class StreamOptions(BaseModel):
-    model_config = STRICT
-
+class StreamOptions(Strict):
     include_usage: bool = False
 
 
-class OpenAIBody(BaseModel):
+class OpenAIBody(Strict):
     """What the completions and chat routes share, including the OpenAI fields refused unless off."""
-
-    model_config = STRICT
 
     model: str
     temperature: Annotated[float | None, temperature_up_to(OPENAI_MAX_TEMPERATURE)] = 1.0
@@ -141,18 +155,14 @@ class CompletionBody(OpenAIBody):
     suffix: OffEmpty = None
 
 
-class TextPart(BaseModel):
+class TextPart(Strict):
     """One part of a message's content; promptswap reads text only."""
-
-    model_config = STRICT
 
     type: Literal["text"]
     text: Text
 
 
-class ChatMessage(BaseModel):
-    model_config = STRICT
-
+class ChatMessage(Strict):
     role: Literal["system", "user", "assistant", "tool", "developer"]
     content: Text | list[TextPart] | None = None
 
