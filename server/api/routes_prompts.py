@@ -55,7 +55,7 @@ UPLOAD_SCHEMA = {
 
 
 @router.post("/v1/prompts/{task}", status_code=201, dependencies=[Depends(require_admin)], openapi_extra=UPLOAD_SCHEMA)
-async def upload(task: str, request: Request) -> dict[str, Any]:
+async def upload(task: str, request: Request, response: Response) -> dict[str, Any]:
     state = state_of(request)
     if "multipart/form-data" not in request.headers.get("content-type", ""):
         raise InvalidRequest(
@@ -79,8 +79,10 @@ async def upload(task: str, request: Request) -> dict[str, Any]:
         weights = await read_part(form, WEIGHTS_FIELD, limit, required=True)
         card = await read_part(form, CARD_FIELD, limit, required=False)
     assert config is not None and weights is not None
-    record = await state.registry.upload(task, config, weights, card)
-    return record_json(record, state.registry.spec)
+    uploaded = await state.registry.upload(task, config, weights, card)
+    if not uploaded.created:
+        response.status_code = 200  # the bytes and card of the current version: it stays, nothing is created
+    return {**record_json(uploaded.record, state.registry.spec), "unchanged": not uploaded.created}
 
 
 @router.get("/v1/prompts", dependencies=[Depends(require_reader)])
