@@ -32,3 +32,9 @@ class Unauthorized(UserError):
 
 class Forbidden(UserError):
     error_type = "forbidden"
+
+
+class NotFound(UserError):
+    """A path that names nothing the server has."""
+
+    error_type = "not_found"

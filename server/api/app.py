@@ -75,6 +75,7 @@ def create_app(config: ServerConfig, base: BaseModel, tokenizer: Any, model_name
     app.include_router(routes_prompts.router)
     app.include_router(observability.router)
     app.include_router(docs.router)
+    app.include_router(docs.assets)
     app.middleware("http")(http.middleware)
     app.add_middleware(
         BodyLimit, json_limit=config.max_body_bytes, upload_limit=config.max_upload_bytes * 2 + (1 << 20)

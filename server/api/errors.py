@@ -26,7 +26,7 @@ from prompt_store.errors import (
 )
 from server.engine.async_engine import EngineFailed
 from server.engine.scheduler import QueueFull
-from server.errors import ContextTooLong, Forbidden, RequestTooLarge, TooManyRequests, Unauthorized
+from server.errors import ContextTooLong, Forbidden, NotFound, RequestTooLarge, TooManyRequests, Unauthorized
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,7 @@ STATUSES: dict[type[UserError], int] = {
     UserError: 400,
     Unauthorized: 401,
     Forbidden: 403,
+    NotFound: 404,
     UnknownTask: 404,
     UnknownVersion: 404,
     Conflict: 409,
