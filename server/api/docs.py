@@ -9,6 +9,8 @@ of those two projects, so they are served without a key.
 from __future__ import annotations
 
 import importlib.resources
+import json
+from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
@@ -31,7 +33,19 @@ assets = APIRouter(include_in_schema=False)
 
 @router.get(OPENAPI_URL)
 async def openapi(request: Request) -> JSONResponse:
-    return JSONResponse(request.app.openapi())
+    return JSONResponse(without_fastapi_422(request.app.openapi()))
+
+
+def without_fastapi_422(document: dict[str, Any]) -> dict[str, Any]:
+    """FastAPI describes a 422 `HTTPValidationError` on every route with a body or a path parameter; this API
+    answers those with 400 and API.md's error body, which each route declares (server/api/responses.py)."""
+    for path in document["paths"].values():
+        for operation in path.values():
+            if "HTTPValidationError" in json.dumps(operation.get("responses", {}).get("422", {})):
+                del operation["responses"]["422"]
+    for name in ("HTTPValidationError", "ValidationError"):
+        document.get("components", {}).get("schemas", {}).pop(name, None)
+    return document
 
 
 @router.get("/docs")

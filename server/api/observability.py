@@ -6,7 +6,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -14,17 +14,18 @@ from prometheus_client.registry import Collector
 from prompt_store.errors import UserError
 from server.api.auth import require_metrics_reader
 from server.api.errors import error_response, user_error_response
+from server.api.responses import Health, Ready, answers
 from server.prompts.registry import PromptRegistry
 
 router = APIRouter()
 
 
-@router.get("/health")
+@router.get("/health", response_model=None, responses=answers(Health, ()))
 async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/ready", response_model=None)
+@router.get("/ready", response_model=None, responses=answers(Ready, (503,)))
 async def ready(request: Request) -> dict[str, str] | JSONResponse:
     state = request.app.state.server
     if request.app.state.admission.draining:
@@ -37,7 +38,10 @@ async def ready(request: Request) -> dict[str, str] | JSONResponse:
     return {"status": "ready", "model": state.model_name}
 
 
-@router.get("/metrics", dependencies=[Depends(require_metrics_reader)])
+@router.get(
+    "/metrics", dependencies=[Depends(require_metrics_reader)], response_class=PlainTextResponse,
+    responses={**answers(None, (401, 403)), 200: {"description": "Prometheus text format"}},
+)  # fmt: skip
 async def metrics(request: Request) -> Response:
     return Response(generate_latest(request.app.state.server.metrics), media_type=CONTENT_TYPE_LATEST)
 

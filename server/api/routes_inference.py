@@ -11,6 +11,7 @@ from fastapi.responses import StreamingResponse
 from prompt_store.errors import UserError
 from server.api.client_limit import client_of
 from server.api.encoder_classify import classify_with_heads
+from server.api.responses import INFERENCE, ClassifyAnswer, GenerateAnswer, answers
 from server.api.schemas import ClassifyBody, GenerateBody
 from server.api.service import labelled, start_generation, state_of, usage_json
 from server.api.streaming import DONE, collect, merged, sse, sse_error
@@ -21,7 +22,7 @@ from server.errors import InvalidRequest
 router = APIRouter()
 
 
-@router.post("/v1/generate", response_model=None)
+@router.post("/v1/generate", response_model=None, responses=answers(GenerateAnswer, INFERENCE, streams=True))
 async def generate(body: GenerateBody, request: Request) -> dict[str, Any] | StreamingResponse:
     state = state_of(request)
     rows = state.rows(body.inputs)
@@ -49,7 +50,7 @@ async def stream_events(streams: list[RequestStream]) -> AsyncIterator[str]:
     yield DONE
 
 
-@router.post("/v1/classify")
+@router.post("/v1/classify", response_model=None, responses=answers(ClassifyAnswer, INFERENCE))
 async def classify(body: ClassifyBody, request: Request) -> dict[str, Any]:
     state = state_of(request)
     if state.engine.kind.classifier is not None:

@@ -17,6 +17,7 @@ from fastapi.responses import StreamingResponse
 
 from prompt_store.errors import UnknownTask, UserError
 from server.api.client_limit import client_of
+from server.api.responses import EVERY_ROUTE, INFERENCE, ChatAnswer, CompletionAnswer, ModelList, answers
 from server.api.schemas import ChatBody, CompletionBody, Parameters
 from server.api.service import Generating, ServerState, start_generation, state_of
 from server.api.streaming import DONE, collect, merged, sse, sse_error
@@ -52,7 +53,7 @@ async def start(request: Request, model: str, rows: list[str] | list[list[int]],
 
 async def unknown_model_message(state: ServerState, model: str) -> str:
     message = await state.unknown_task_message(model, listing="GET /v1/models")
-    return f"model: {message} (or use the base model, {state.model_name!r})"
+    return f"model: {message}, and the base model's id (for no task)"
 
 
 def usage(results: list[Generation], prompt_lengths: list[int]) -> dict[str, int]:
@@ -60,7 +61,7 @@ def usage(results: list[Generation], prompt_lengths: list[int]) -> dict[str, int
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-@router.post("/v1/completions", response_model=None)
+@router.post("/v1/completions", response_model=None, responses=answers(CompletionAnswer, INFERENCE, streams=True))
 async def completions(body: CompletionBody, request: Request) -> dict[str, Any] | StreamingResponse:
     state = state_of(request)
     texts = state.rows(body.prompt)
@@ -103,7 +104,7 @@ async def completion_chunks(
     yield DONE
 
 
-@router.post("/v1/chat/completions", response_model=None)
+@router.post("/v1/chat/completions", response_model=None, responses=answers(ChatAnswer, INFERENCE, streams=True))
 async def chat_completions(body: ChatBody, request: Request) -> dict[str, Any] | StreamingResponse:
     state = state_of(request)
     if getattr(state.tokenizer, "chat_template", None) is None:
@@ -158,7 +159,7 @@ async def chat_chunks(
     yield DONE
 
 
-@router.get("/v1/models")
+@router.get("/v1/models", response_model=None, responses=answers(ModelList, (401, 403, *EVERY_ROUTE)))
 async def models(request: Request) -> dict[str, Any]:
     state = state_of(request)
     created = int(time.time())

@@ -11,6 +11,16 @@ from prompt_store.errors import ArtifactError, ArtifactTooLarge, Conflict, Unkno
 from prompt_store.records import VersionRecord
 from prompt_store.store import PromptStore
 from server.api.auth import require_admin, require_reader
+from server.api.responses import (
+    CHANGES,
+    EVERY_ROUTE,
+    READS,
+    PromptList,
+    TaskAnswer,
+    TaskWithVersions,
+    UploadAnswer,
+    answers,
+)
 from server.api.schemas import RollbackBody
 from server.api.service import record_json, state_of
 from server.errors import InvalidRequest
@@ -54,7 +64,19 @@ UPLOAD_SCHEMA = {
 }
 
 
-@router.post("/v1/prompts/{task}", status_code=201, dependencies=[Depends(require_admin)], openapi_extra=UPLOAD_SCHEMA)
+UPLOAD_ANSWERS = {
+    **answers(UploadAnswer, (*CHANGES, 422, 507), status=201),
+    200: {
+        "model": UploadAnswer,
+        "description": "The files and card of the current version: it stays, nothing is created",
+    },
+}
+
+
+@router.post(
+    "/v1/prompts/{task}", status_code=201, dependencies=[Depends(require_admin)], openapi_extra=UPLOAD_SCHEMA,
+    response_model=None, responses=UPLOAD_ANSWERS,
+)  # fmt: skip
 async def upload(task: str, request: Request, response: Response) -> dict[str, Any]:
     state = state_of(request)
     if "multipart/form-data" not in request.headers.get("content-type", ""):
@@ -85,7 +107,10 @@ async def upload(task: str, request: Request, response: Response) -> dict[str, A
     return {**record_json(uploaded.record, state.registry.spec), "unchanged": not uploaded.created}
 
 
-@router.get("/v1/prompts", dependencies=[Depends(require_reader)])
+@router.get(
+    "/v1/prompts", dependencies=[Depends(require_reader)], response_model=None,
+    responses=answers(PromptList, (401, 403, *EVERY_ROUTE)),
+)  # fmt: skip
 async def list_prompts(request: Request) -> dict[str, Any]:
     state = state_of(request)
     prompts = []
@@ -98,7 +123,10 @@ async def list_prompts(request: Request) -> dict[str, Any]:
     return {"prompts": prompts}
 
 
-@router.get("/v1/prompts/{task}", dependencies=[Depends(require_reader)])
+@router.get(
+    "/v1/prompts/{task}", dependencies=[Depends(require_reader)], response_model=None,
+    responses=answers(TaskWithVersions, (*READS, 409)),
+)  # fmt: skip
 async def show(task: str, request: Request) -> dict[str, Any]:
     state = state_of(request)
     current, versions = await read_task(state.store, task)
@@ -122,13 +150,19 @@ async def read_task(store: PromptStore, task: str, attempts: int = 3) -> tuple[V
     raise Conflict(f"task {task!r} kept changing while it was read; read it again")
 
 
-@router.delete("/v1/prompts/{task}", status_code=204, dependencies=[Depends(require_admin)])
+@router.delete(
+    "/v1/prompts/{task}", status_code=204, dependencies=[Depends(require_admin)], response_model=None,
+    responses=answers(None, CHANGES, status=204),
+)  # fmt: skip
 async def delete(task: str, request: Request) -> Response:
     await state_of(request).registry.delete(task)
     return Response(status_code=204)
 
 
-@router.post("/v1/prompts/{task}/rollback", dependencies=[Depends(require_admin)])
+@router.post(
+    "/v1/prompts/{task}/rollback", dependencies=[Depends(require_admin)], response_model=None,
+    responses=answers(TaskAnswer, CHANGES),
+)  # fmt: skip
 async def rollback(task: str, body: RollbackBody, request: Request) -> dict[str, Any]:
     registry = state_of(request).registry
     record = await registry.rollback(task, body.version)
