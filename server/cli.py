@@ -74,12 +74,8 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
         "--model", default=env_default("model", None),
         help=f"a model folder or hub id (default: {DEFAULT_MODEL_HELP}; env PROMPTSWAP_MODEL)",
     )  # fmt: skip
-    parser.add_argument(
-        "--device", default=env_default("device", "auto"), help=flag_help("device", "auto | cpu | cuda")
-    )
-    parser.add_argument(
-        "--dtype", default=env_default("dtype", "auto"), help=flag_help("dtype", "auto | float32 | bfloat16 | float16")
-    )
+    add_text(parser, "device", "auto", "auto | cpu | cuda")
+    add_text(parser, "dtype", "auto", "auto | float32 | bfloat16 | float16")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,9 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--store", default=env_default("store", None),
         help=f"file:///DIR or redis://HOST:PORT/DB (default: {default_store_url()}; env PROMPTSWAP_STORE)",
     )  # fmt: skip
-    serve.add_argument(
-        "--host", default=env_default("host", "127.0.0.1"), help=flag_help("host", "address to listen on")
-    )
+    add_text(serve, "host", "127.0.0.1", "address to listen on")
     add_number(serve, "port", int, 8000, "port to listen on")
     serve.add_argument(
         "--admin-key", default=env_default("admin-key", None),
@@ -109,9 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--inference-key", default=env_default("inference-key", None),
         help="key that inference and reads need (default: none; env PROMPTSWAP_INFERENCE_KEY)",
     )  # fmt: skip
-    serve.add_argument(
-        "--log-level", default=env_default("log-level", "info"), help=flag_help("log-level", "log level")
-    )
+    add_text(serve, "log-level", "info", "debug | info | warning | error")
     add_capacity_flags(serve)
     add_hostile_client_flags(serve)
 

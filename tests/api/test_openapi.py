@@ -11,12 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
-from tests.api.conftest import Site
 from tests.live_server import LiveServer
-from tests.reliability.conftest import serve, upload
 from tests.reliability.errors import ADMIN_KEY
+from tests.reliability.test_schemathesis import fuzzed  # noqa: F401  (a server the fuzzer may change)
 
 REPO = Path(__file__).resolve().parents[2]
 CONFORMANCE = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
@@ -53,17 +51,7 @@ def test_every_route_declares_its_real_answers(server: LiveServer) -> None:
     assert {"200", "201", "409", "413", "422", "507"} <= set(upload_answers)
 
 
-@pytest.fixture(scope="module")
-def fuzzed(site: Site, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """A server of its own: the fuzzer may delete or roll back whatever it finds."""
-    root = tmp_path_factory.mktemp("openapi")
-    with serve(site.model_dir, (root / "prompts").as_uri(), root) as live:
-        for task in ("pt", "mpt"):
-            assert upload(live.url, task, site.artifacts[task]).status_code == 201
-        yield live
-
-
-def test_live_answers_match_the_document(fuzzed: LiveServer, tmp_path: Path) -> None:
+def test_live_answers_match_the_document(fuzzed: LiveServer, tmp_path: Path) -> None:  # noqa: F811
     command = [
         shutil.which("st") or "st", "run", f"{fuzzed.url}/openapi.json", "--checks", f"{CONFORMANCE},api_error_body",
         "--phases", "examples,coverage,fuzzing", "--max-examples", "8", "--seed", "15", "--workers", "1",
