@@ -31,10 +31,14 @@ class Bounds:
         return above and value <= self.high
 
     def field(self, default: Any = None) -> Any:
-        """A pydantic `Field` that refuses what `holds` refuses."""
+        """A pydantic model field, `default` when absent, that refuses what `holds` refuses."""
         if self.low_open:
-            return Field(default=default, gt=self.low, le=self.high)
-        return Field(default=default, ge=self.low, le=self.high)
+            return Field(default, gt=self.low, le=self.high)
+        return Field(default, ge=self.low, le=self.high)
+
+    def constraint(self) -> Any:
+        """The same bounds for `Annotated[...]`, where a field has no default."""
+        return Field(gt=self.low, le=self.high) if self.low_open else Field(ge=self.low, le=self.high)
 
     def __str__(self) -> str:
         return f"a value in ({self.low}, {self.high}]" if self.low_open else f"{self.low}..{self.high}"

@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from prompt_store.errors import UnknownTask, UserError
+from prompt_store.errors import UserError
 from server.api.client_limit import client_of
 from server.api.responses import EVERY_ROUTE, INFERENCE, ChatAnswer, CompletionAnswer, ModelList, answers
 from server.api.schemas import ChatBody, CompletionBody, Parameters
@@ -44,16 +44,9 @@ def stop_list(stop: str | list[str] | None) -> list[str] | None:
 async def start(request: Request, model: str, rows: list[str] | list[list[int]], parameters: Parameters) -> Generating:
     """Resolve `model` (a task, or the base model), then start as /v1/generate does, with OpenAI's defaults."""
     state = state_of(request)
-    task = task_of(state, model)
-    try:
-        return await start_generation(state, task, rows, parameters, client_of(request), base=OPENAI_DEFAULTS)
-    except UnknownTask:
-        raise UnknownTask(await unknown_model_message(state, model)) from None
-
-
-async def unknown_model_message(state: ServerState, model: str) -> str:
-    message = await state.unknown_task_message(model, listing="GET /v1/models")
-    return f"model: {message}, and the base model's id (for no task)"
+    return await start_generation(
+        state, task_of(state, model), rows, parameters, client_of(request), base=OPENAI_DEFAULTS
+    )
 
 
 def usage(results: list[Generation], prompt_lengths: list[int]) -> dict[str, int]:

@@ -18,7 +18,7 @@ from prompt_store.sampling_limits import LIMITS, MAX_STOP_STRINGS, MAX_TEMPERATU
 
 Text = Annotated[str, Field(max_length=200_000)]
 StopStrings = Annotated[list[Text], Field(max_length=MAX_STOP_STRINGS)]
-Seed = Annotated[int, LIMITS["seed"].field()]
+Seed = Annotated[int, LIMITS["seed"].constraint()]
 STRICT = ConfigDict(extra="forbid")
 OPENAI_MAX_TEMPERATURE = 2.0  # OpenAI's own bound on its routes
 

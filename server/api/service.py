@@ -149,12 +149,15 @@ class ServerState:
         self.http.count_task(task)  # only now: a name the registry knows, never one a client made up
         return lease
 
-    async def unknown_task_message(self, task: str, listing: str = "GET /v1/prompts") -> str:
+    async def unknown_task_message(self, task: str) -> str:
         """Says the task does not exist, names the closest existing ones, and where to find them all."""
         known = await self.store.list_tasks()
         close = difflib.get_close_matches(task, known, n=3, cutoff=0.6)
         hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
-        return f"task {task!r} does not exist{hint}; {listing} lists the tasks this server has"
+        return (
+            f"task {task!r} does not exist{hint}; GET /v1/prompts lists the tasks this server has "
+            "(GET /v1/models lists them for the OpenAI routes, with the base model's id)"
+        )
 
     def release(self, lease: Lease | None) -> None:
         if lease is not None:
