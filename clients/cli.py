@@ -9,12 +9,14 @@ import argparse
 import json
 import os
 import sys
+import time
 from typing import TYPE_CHECKING, Any, TextIO
 
 import httpx
 
 from clients.client import DEFAULT_URL, Client, GenerateOptions, Labels
 from clients.errors import PromptswapError
+from clients.multipart import card_to_send
 
 COMMANDS = ("prompts", "generate", "classify")
 
@@ -46,8 +48,11 @@ def add_prompts_commands(commands: SubParsers, flags: argparse.ArgumentParser) -
     upload = actions.add_parser("upload", parents=[flags], help="upload a PEFT folder as the next version of a task")
     upload.add_argument("dir", help="a folder written by PEFT's save_pretrained (safetensors)")
     upload.add_argument("--task", required=True, help="task name")
-    upload.add_argument("--card", help="task card JSON file (template, labels, defaults)")
-    actions.add_parser("list", parents=[flags], help="list tasks and their current versions")
+    card = upload.add_mutually_exclusive_group()
+    card.add_argument("--card", help="task card JSON: template, labels, defaults (default: the folder's card.json)")
+    card.add_argument("--no-card", action="store_true", help="send no card, even if the folder has a card.json")
+    listing = actions.add_parser("list", parents=[flags], help="list tasks and their current versions (a table)")
+    listing.add_argument("--json", action="store_true", help="print the server's records as JSON, for scripts")
     actions.add_parser("show", parents=[flags], help="show a task and its versions").add_argument("task")
     actions.add_parser("delete", parents=[flags], help="delete a task and all its versions").add_argument("task")
     rollback = actions.add_parser("rollback", parents=[flags], help="make an earlier version current")
@@ -88,6 +93,12 @@ def run_client_command(args: argparse.Namespace) -> int | None:
             return dispatch(client, args)
     except PromptswapError as error:
         return fail(error.error_type, error.message)
+    except httpx.ConnectError as error:
+        return fail(
+            "no_server",
+            f"nothing answers at {args.url} ({error}). Start a server there with `promptswap serve`, "
+            "or point --url (or PROMPTSWAP_URL) at the one you have.",
+        )
     except httpx.HTTPError as error:
         return fail(type(error).__name__, str(error))
     except (OSError, ValueError) as error:  # local problems: a missing folder, a pickle-only artifact, a bad card
@@ -111,15 +122,31 @@ def dispatch(client: Client, args: argparse.Namespace) -> int:
 def run_prompts_command(client: Client, args: argparse.Namespace) -> int:
     action = args.prompts_command
     if action == "upload":
-        return print_json(client.upload(args.task, args.dir, args.card, ProgressBar()))
+        return upload(client, args)
     if action == "list":
-        return print_json(client.list_prompts())
+        prompts = client.list_prompts()
+        return print_json(prompts) if args.json else print_table(prompts)
     if action == "show":
         return print_json(client.show(args.task))
     if action == "delete":
         client.delete(args.task)
         return print_json({"task": args.task, "deleted": True})
     return print_json(client.rollback(args.task, args.version))
+
+
+def upload(client: Client, args: argparse.Namespace) -> int:
+    """Upload; then say on stderr which card went with it and whether a version was made."""
+    card = card_to_send(args.dir, args.card, folder_card=not args.no_card)
+    record = client.upload(args.task, args.dir, card, ProgressBar(), folder_card=False)
+    if card is None:
+        print(f"card: none ({args.dir} has no card.json; --card FILE sends one)", file=sys.stderr)
+    else:
+        print(f"card: {card}", file=sys.stderr)
+    if record.get("unchanged"):
+        print(f"unchanged: version {record['version']} of {args.task} has these files and card", file=sys.stderr)
+    else:
+        print(f"created version {record['version']} of {args.task}", file=sys.stderr)
+    return print_json(record)
 
 
 def generate(client: Client, args: argparse.Namespace) -> int:
@@ -156,6 +183,37 @@ def parse_labels(values: list[str] | None) -> Labels | None:
     if all("=" in value for value in values):
         return {label: text for label, _, text in (value.partition("=") for value in values)}
     return values
+
+
+TABLE = (
+    ("TASK", lambda p: p["task"]),
+    ("VERSION", lambda p: str(p["current_version"])),
+    ("METHOD", lambda p: p["peft_type"]),
+    ("VIRTUAL TOKENS", lambda p: str(p["num_virtual_tokens"])),
+    ("SIZE", lambda p: human_size(p.get("nbytes", 0))),
+    ("UPDATED", lambda p: time.strftime("%Y-%m-%d %H:%M", time.localtime(p.get("created_at", 0)))),
+)
+
+
+def print_table(prompts: list[dict[str, Any]]) -> int:
+    """One line per task, in aligned columns; UPDATED is when its current version was created (local time)."""
+    if not prompts:
+        print("no tasks yet: `promptswap prompts upload DIR --task NAME` adds one", file=sys.stderr)
+        return 0
+    rows = [[name for name, _ in TABLE], *([cell(p) for _, cell in TABLE] for p in prompts)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(TABLE))]
+    for row in rows:
+        print("  ".join(value.ljust(width) for value, width in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def human_size(nbytes: int) -> str:
+    size = float(nbytes)
+    for unit in ("B", "KiB", "MiB"):
+        if size < 1024:
+            return f"{nbytes} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
 
 
 def print_json(result: Any) -> int:

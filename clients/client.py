@@ -14,7 +14,7 @@ from urllib.parse import quote
 import httpx
 
 from clients.errors import raise_for_response
-from clients.multipart import MultipartBody, Progress, aiter_chunks, artifact_parts
+from clients.multipart import Card, MultipartBody, Progress, aiter_chunks, artifact_parts, card_to_send
 from clients.sse import aiter_events, iter_events
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -158,11 +158,15 @@ class Client:
         self,
         task: str,
         folder: str | Path,
-        card: str | Path | dict[str, Any] | None = None,
+        card: Card | None = None,
         progress: Progress | None = None,
+        *,
+        folder_card: bool = True,
     ) -> dict[str, Any]:
-        """Upload a PEFT folder as the next version of `task`; `progress(sent, total)` follows the body's bytes."""
-        body = MultipartBody(artifact_parts(folder, card), progress)
+        """Upload a PEFT folder as the next version of `task`, with `card` (a file or a dict), else the folder's
+        card.json if it has one and `folder_card`; `progress(sent, total)` follows the body's bytes. The answer
+        says `"unchanged": true` (and no version is made) when the bytes and card are the current version's."""
+        body = MultipartBody(artifact_parts(folder, card_to_send(folder, card, folder_card)), progress)
         return decode(self._http.post(task_path(task), content=body, headers=body.headers))
 
     def list_prompts(self) -> list[dict[str, Any]]:
@@ -250,11 +254,13 @@ class AsyncClient:
         self,
         task: str,
         folder: str | Path,
-        card: str | Path | dict[str, Any] | None = None,
+        card: Card | None = None,
         progress: Progress | None = None,
+        *,
+        folder_card: bool = True,
     ) -> dict[str, Any]:
         """See `Client.upload`."""
-        body = MultipartBody(artifact_parts(folder, card), progress)
+        body = MultipartBody(artifact_parts(folder, card_to_send(folder, card, folder_card)), progress)
         response = await self._http.post(task_path(task), content=aiter_chunks(body), headers=body.headers)
         return decode(response)
 

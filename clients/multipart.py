@@ -90,7 +90,19 @@ async def aiter_chunks(chunks: Iterable[bytes]) -> AsyncIterator[bytes]:
         yield chunk
 
 
-def artifact_parts(folder: str | Path, card: str | Path | dict[str, Any] | None) -> list[FilePart]:
+Card = str | Path | dict[str, Any]
+
+
+def card_to_send(folder: str | Path, card: Card | None, folder_card: bool = True) -> Path | dict[str, Any] | None:
+    """The task card an upload sends: `card` when given, else the folder's card.json when it has one
+    (and `folder_card` allows it), else none."""
+    if card is not None:
+        return card if isinstance(card, dict) else Path(card)
+    found = Path(folder) / CARD_FILE
+    return found if folder_card and found.is_file() else None
+
+
+def artifact_parts(folder: str | Path, card: Card | None) -> list[FilePart]:
     """The files of a PEFT `save_pretrained` folder (and the task card) as upload parts; checked before sending."""
     folder = Path(folder)
     config, weights = folder / CONFIG_FILE, folder / WEIGHTS_FILE

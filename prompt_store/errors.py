@@ -1,4 +1,5 @@
-"""Typed errors raised for anything a user sends. The HTTP layer maps each class to one status code."""
+"""Typed errors raised for anything a user sends. Each carries a type (`error_type`) and a message;
+which HTTP status a type answers with is decided in one place, `server/api/errors.py`."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ class UserError(Exception):
     """Base class: a user-facing problem with a clear message."""
 
     error_type = "bad_request"
-    status_code = 400
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -17,10 +17,9 @@ class UserError(Exception):
 
 
 class ArtifactError(UserError):
-    """The artifact is malformed or does not fit the served model (HTTP 422)."""
+    """The artifact is malformed or does not fit the served model."""
 
     error_type = "invalid_artifact"
-    status_code = 422
 
 
 class ArtifactMismatch(ArtifactError):
@@ -58,14 +57,13 @@ class PickleRefused(ArtifactError):
 
 
 class ArtifactTooLarge(UserError):
-    """The artifact is larger than the configured limit (HTTP 413)."""
+    """The artifact is larger than the configured limit."""
 
     error_type = "artifact_too_large"
-    status_code = 413
 
 
 class RuntimeFormTooLarge(ArtifactTooLarge):
-    """The artifact is small, but its runtime form on the device would pass the configured limit (HTTP 413)."""
+    """The artifact is small, but its runtime form on the device would pass the configured limit."""
 
     error_type = "runtime_form_too_large"
 
@@ -82,30 +80,25 @@ class InvalidCard(ArtifactError):
 
 class UnknownTask(UserError):
     error_type = "unknown_task"
-    status_code = 404
 
 
 class UnknownVersion(UserError):
     error_type = "unknown_version"
-    status_code = 404
 
 
 class Conflict(UserError):
     """A change raced with another one (e.g. the task was deleted during an upload); retry it."""
 
     error_type = "conflict"
-    status_code = 409
 
 
 class StoreUnavailable(UserError):
-    """The registry backend does not answer (HTTP 503)."""
+    """The registry backend does not answer."""
 
     error_type = "registry_unavailable"
-    status_code = 503
 
 
 class StoreFull(UserError):
-    """The registry's disk (or quota) is full; nothing was stored (HTTP 507)."""
+    """The registry's disk (or quota) is full; nothing was stored."""
 
     error_type = "insufficient_storage"
-    status_code = 507

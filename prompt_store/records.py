@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from prompt_store.errors import InvalidCard, InvalidTaskName
+from prompt_store.sampling_limits import sampling_problems
 
 PROMPT_PLACEHOLDER = "{prompt}"  # where a template puts the task's virtual tokens (default: before everything)
 INPUT_PLACEHOLDER = "{input}"
@@ -27,13 +28,15 @@ def check_task_name(name: str) -> str:
 
 
 class GenerationDefaults(BaseModel):
+    """A task's sampling defaults. Their bounds (`sampling_limits`) are checked at upload, in `parse_card`."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_new_tokens: int | None = Field(default=None, ge=1, le=1 << 20)
-    temperature: float | None = Field(default=None, ge=0.0, le=100.0)
-    top_k: int | None = Field(default=None, ge=1)
-    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    stop: list[str] | None = Field(default=None, max_length=16)
+    max_new_tokens: int | None = None
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    stop: list[str] | None = None
 
 
 class TaskCard(BaseModel):
@@ -71,6 +74,9 @@ def parse_card(data: bytes) -> TaskCard:
     except ValidationError as error:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'card'}: {e['msg']}" for e in error.errors())
         raise InvalidCard(f"card.json is invalid: {problems}") from None
+    out_of_bounds = sampling_problems(card.defaults.model_dump()) if card.defaults is not None else []
+    if out_of_bounds:
+        raise InvalidCard(f"card.json is invalid: defaults.{'; defaults.'.join(out_of_bounds)}")
     copies = card.template.count(INPUT_PLACEHOLDER) if card.template is not None else 0
     if copies > MAX_TEMPLATE_INPUTS:
         raise InvalidCard(f"card.json: the template repeats {{input}} {copies} times; at most {MAX_TEMPLATE_INPUTS}")

@@ -34,7 +34,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     texts, gold = [t for t, _ in TEST], [label for _, label in TEST]
     with Client(args.url, api_key=args.api_key) as client:
         record = client.upload(args.task, args.artifact, card=args.artifact / "card.json")
-        print(f"uploaded {args.task} version {record['version']} ({record['peft_type']}, "
+        done = "already had" if record.get("unchanged") else "uploaded"
+        print(f"{done} {args.task} version {record['version']} ({record['peft_type']}, "
               f"{record['num_virtual_tokens']} virtual tokens)")  # fmt: skip
         with_prompt = client.classify(args.task, texts)["results"]
         templated = [TEMPLATE.replace("{input}", text) for text in texts]

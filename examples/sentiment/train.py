@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import torch
 from peft import PeftModel, PromptTuningConfig, PromptTuningInit, get_peft_model
+from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from examples.sentiment.data import LABELS, TEMPLATE, TRAIN
@@ -39,7 +41,7 @@ class TrainConfig:
     batch_size: int = 8
     init: str = "text"
     seed: int = 0
-    log_every: int = 5
+    log_every: int = 5  # steps the loss shown is averaged over
 
 
 @dataclass(frozen=True)
@@ -97,22 +99,23 @@ def batches(rows: list[tuple[list[int], list[int]]], config: TrainConfig, pad_id
     return out[: config.steps]
 
 
-def train(model: PeftModel, stream: list[Batch], config: TrainConfig) -> None:
-    """AdamW on the virtual token embeddings only."""
+def train(model: PeftModel, stream: list[Batch], config: TrainConfig) -> list[float]:
+    """AdamW on the virtual token embeddings only; a progress bar shows the step and the loss. Returns the
+    loss of each step."""
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
-    running = 0.0
-    for step, batch in enumerate(stream, start=1):
+    losses: list[float] = []
+    progress = tqdm(stream, desc="training", unit="step", file=sys.stderr)
+    for batch in progress:
         loss = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        running += loss.item()
-        if step % config.log_every == 0 or step == len(stream):
-            count = (step - 1) % config.log_every + 1
-            print(f"step {step:4d}/{len(stream)}  loss {running / count:.4f}", flush=True)
-            running = 0.0
+        losses.append(loss.item())
+        window = losses[-config.log_every :]
+        progress.set_postfix(loss=f"{sum(window) / len(window):.4f}")
+    return losses
 
 
 def write_card(out: Path, config: TrainConfig) -> None:
@@ -124,7 +127,8 @@ def write_card(out: Path, config: TrainConfig) -> None:
         ),
         "template": TEMPLATE,
         "labels": LABELS,
-        "defaults": {"max_new_tokens": 2, "temperature": 0.0},
+        # One label word, and generation ends at the line break the model writes after it.
+        "defaults": {"max_new_tokens": 2, "temperature": 0.0, "stop": ["\n"]},
     }
     (out / "card.json").write_text(json.dumps(card, indent=2) + "\n")
 
@@ -163,12 +167,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     rows = [encode(tokenizer, text, label) for text, label in TRAIN]
     stream = batches(rows, config, tokenizer.pad_token_id)
     train_started = time.perf_counter()
-    train(model, stream, config)
+    losses = train(model, stream, config)
     train_seconds = time.perf_counter() - train_started
     config.out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(config.out)
     write_card(config.out, config)
     total_seconds = time.perf_counter() - started
+    first, last = (sum(part) / len(part) for part in (losses[: config.log_every], losses[-config.log_every :]))
+    print(f"training loss {first:.2f} -> {last:.2f} (mean of the first and last {config.log_every} steps)")
     print(f"training {train_seconds:.1f} s, total {total_seconds:.1f} s; wrote {config.out}")
 
 

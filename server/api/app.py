@@ -30,8 +30,9 @@ from server.prompts.registry import PromptRegistry
 def create_app(config: ServerConfig, base: BaseModel, tokenizer: Any, model_name: str) -> FastAPI:
     metrics = CollectorRegistry()
     engine = Engine(base, tokenizer)
-    core = engine.core(config.scheduler, EngineMetrics(metrics)) if engine.kind.runner is not None else None
-    runner = AsyncEngine(core)
+    generates = engine.kind.runner is not None
+    core = engine.core(config.scheduler, EngineMetrics(metrics, config.max_task_labels)) if generates else None
+    async_engine = AsyncEngine(core)
     store = open_store(config.store)
     registry = PromptRegistry(
         store, base.spec, engine.build_prompt, config.device_cache_bytes, config.max_upload_bytes,
@@ -39,7 +40,7 @@ def create_app(config: ServerConfig, base: BaseModel, tokenizer: Any, model_name
     )  # fmt: skip
     metrics.register(DeviceCacheCollector(registry))
     http = HttpMetrics(metrics, config.max_task_labels)
-    state = ServerState(config, model_name, engine, runner, store, registry, metrics, http)
+    state = ServerState(config, model_name, engine, async_engine, store, registry, metrics, http)
     admission = Admission()
     in_flight = Gauge("promptswap_http_requests_in_flight", "Requests admitted, not yet answered", registry=metrics)
     in_flight.set_function(lambda: admission.running)
@@ -48,13 +49,13 @@ def create_app(config: ServerConfig, base: BaseModel, tokenizer: Any, model_name
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        runner.start()
+        async_engine.start()
         watcher = asyncio.create_task(registry.watch())
         try:
             yield
         finally:
             watcher.cancel()
-            await runner.stop()
+            await async_engine.stop()
             await store.close()
 
     app = FastAPI(
@@ -75,6 +76,7 @@ def create_app(config: ServerConfig, base: BaseModel, tokenizer: Any, model_name
     app.include_router(routes_prompts.router)
     app.include_router(observability.router)
     app.include_router(docs.router)
+    app.include_router(docs.assets)
     app.middleware("http")(http.middleware)
     app.add_middleware(
         BodyLimit, json_limit=config.max_body_bytes, upload_limit=config.max_upload_bytes * 2 + (1 << 20)

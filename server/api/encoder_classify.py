@@ -9,11 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from prompt_store.records import TaskCard
 from server.api.schemas import ClassifyBody
-from server.api.service import ServerState
+from server.api.service import ServerState, labelled
 from server.engine.engine import Request as EngineRequest
 from server.errors import InvalidRequest
 from server.prompts.encoder_forms import EncoderPrompt
@@ -30,12 +28,9 @@ async def classify_with_heads(state: ServerState, body: ClassifyBody) -> dict[st
         # Cards on encoders cannot place {prompt} (refused at upload): every row's prompt comes first.
         inputs = [row.input_ids for row in await state.encode_rows(texts, card)]
         rows = [EngineRequest(input_ids, lease.prompt, body.task_index) for input_ids in inputs]
-        logits = await state.runner.run(lambda: state.engine.classify(rows))
-        results = []
-        for row in logits:
-            probabilities = torch.softmax(row, dim=-1).tolist()  # [C]
-            best = max(range(len(names)), key=probabilities.__getitem__)
-            results.append({"label": names[best], "scores": dict(zip(names, probabilities, strict=True))})
+        logits = await state.async_engine.run(lambda: state.engine.classify(rows))
+        probabilities = state.engine.label_probabilities(logits)
+        results = [labelled(names, row) for row in probabilities]
         return {"task": body.task, "version": lease.record.version, "results": results}
 
 

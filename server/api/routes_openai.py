@@ -16,22 +16,21 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from prompt_store.errors import UserError
-from prompt_store.records import TaskCard
 from server.api.client_limit import client_of
-from server.api.routes_inference import state_of
+from server.api.responses import EVERY_ROUTE, INFERENCE, ChatAnswer, CompletionAnswer, ModelList, answers
 from server.api.schemas import ChatBody, CompletionBody, Parameters
-from server.api.service import Encoded, ServerState, sampling_params
-from server.api.streaming import DONE, merged, sse, sse_error
+from server.api.service import Generating, ServerState, start_generation, state_of
+from server.api.streaming import DONE, collect, merged, sse, sse_error
 from server.engine.async_engine import RequestStream
 from server.engine.request import Generation
 from server.engine.sampling import SamplingParams
 from server.errors import InvalidRequest
-from server.prompts.registry import Lease
 
 router = APIRouter()
 
 FINISH_REASONS = {"eos": "stop", "stop": "stop", "length": "length", "cancelled": "stop"}
 CHAT_DEFAULT_MAX_TOKENS = 256
+OPENAI_DEFAULTS = SamplingParams(temperature=1.0)  # in place of the task card's defaults
 
 
 def task_of(state: ServerState, model: str) -> str | None:
@@ -42,20 +41,12 @@ def stop_list(stop: str | list[str] | None) -> list[str] | None:
     return [stop] if isinstance(stop, str) else stop
 
 
-async def start(
-    request: Request, model: str, rows: list[list[int]] | None, texts: list[str] | None, parameters: Parameters
-) -> tuple[list[RequestStream], list[int]]:
-    """Resolve `model`, tokenize (`texts` through the card's template, or `rows` as given) and queue."""
+async def start(request: Request, model: str, rows: list[str] | list[list[int]], parameters: Parameters) -> Generating:
+    """Resolve `model` (a task, or the base model), then start as /v1/generate does, with OpenAI's defaults."""
     state = state_of(request)
-    lease: Lease | None = await state.acquire(task_of(state, model), None)
-    try:
-        card: TaskCard | None = lease.record.card if lease else None
-        inputs = [Encoded(ids) for ids in rows] if rows is not None else await state.encode_rows(texts or [], card)
-        params = sampling_params(parameters, None, SamplingParams(temperature=1.0))
-    except BaseException:
-        state.release(lease)
-        raise
-    return state.submit(lease, inputs, 0, params, client_of(request)), [len(row.input_ids) for row in inputs]
+    return await start_generation(
+        state, task_of(state, model), rows, parameters, client_of(request), base=OPENAI_DEFAULTS
+    )
 
 
 def usage(results: list[Generation], prompt_lengths: list[int]) -> dict[str, int]:
@@ -63,7 +54,7 @@ def usage(results: list[Generation], prompt_lengths: list[int]) -> dict[str, int
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-@router.post("/v1/completions", response_model=None)
+@router.post("/v1/completions", response_model=None, responses=answers(CompletionAnswer, INFERENCE, streams=True))
 async def completions(body: CompletionBody, request: Request) -> dict[str, Any] | StreamingResponse:
     state = state_of(request)
     texts = state.rows(body.prompt)
@@ -71,7 +62,8 @@ async def completions(body: CompletionBody, request: Request) -> dict[str, Any] 
         max_new_tokens=body.max_tokens, temperature=body.temperature, top_p=body.top_p,
         seed=body.seed, stop=stop_list(body.stop),
     )  # fmt: skip
-    streams, prompt_lengths = await start(request, body.model, None, texts, parameters)
+    started = await start(request, body.model, texts, parameters)
+    streams, prompt_lengths = started.streams, started.prompt_lengths
     head = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
             "model": body.model}  # fmt: skip
     if body.stream:
@@ -83,13 +75,6 @@ async def completions(body: CompletionBody, request: Request) -> dict[str, Any] 
         for i, r in enumerate(results)
     ]
     return {**head, "choices": choices, "usage": usage(results, prompt_lengths)}
-
-
-async def collect(streams: list[RequestStream]) -> list[Generation]:
-    results = [Generation() for _ in streams]
-    async for index, event in merged(streams):
-        results[index].add(event)
-    return results
 
 
 async def completion_chunks(
@@ -112,7 +97,7 @@ async def completion_chunks(
     yield DONE
 
 
-@router.post("/v1/chat/completions", response_model=None)
+@router.post("/v1/chat/completions", response_model=None, responses=answers(ChatAnswer, INFERENCE, streams=True))
 async def chat_completions(body: ChatBody, request: Request) -> dict[str, Any] | StreamingResponse:
     state = state_of(request)
     if getattr(state.tokenizer, "chat_template", None) is None:
@@ -124,7 +109,8 @@ async def chat_completions(body: ChatBody, request: Request) -> dict[str, Any] |
         max_new_tokens=body.max_completion_tokens or body.max_tokens or CHAT_DEFAULT_MAX_TOKENS,
         temperature=body.temperature, top_p=body.top_p, seed=body.seed, stop=stop_list(body.stop),
     )  # fmt: skip
-    streams, prompt_lengths = await start(request, body.model, [input_ids], None, parameters)
+    started = await start(request, body.model, [input_ids], parameters)
+    streams, prompt_lengths = started.streams, started.prompt_lengths
     head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": body.model}
     if body.stream:
         usage_at_end = prompt_lengths if body.stream_options and body.stream_options.include_usage else None
@@ -166,7 +152,7 @@ async def chat_chunks(
     yield DONE
 
 
-@router.get("/v1/models")
+@router.get("/v1/models", response_model=None, responses=answers(ModelList, (401, 403, *EVERY_ROUTE)))
 async def models(request: Request) -> dict[str, Any]:
     state = state_of(request)
     created = int(time.time())

@@ -7,19 +7,45 @@ only with the value that means "off" (what a client sends when it fills every fi
 
 from __future__ import annotations
 
+import difflib
 import json
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from server.engine.sampling import MAX_NEW_TOKENS, MAX_TEMPERATURE, MAX_TOP_K, MIN_TEMPERATURE, valid_temperature
+from prompt_store.sampling_limits import LIMITS, MAX_STOP_STRINGS, MAX_TEMPERATURE, MIN_TEMPERATURE, valid_temperature
 
 Text = Annotated[str, Field(max_length=200_000)]
-StopStrings = Annotated[list[Text], Field(max_length=16)]
-Seed = Annotated[int, Field(ge=0, lt=1 << 63)]
+StopStrings = Annotated[list[Text], Field(max_length=MAX_STOP_STRINGS)]
+Seed = Annotated[int, LIMITS["seed"].constraint()]
 STRICT = ConfigDict(extra="forbid")
 OPENAI_MAX_TEMPERATURE = 2.0  # OpenAI's own bound on its routes
+
+
+class Strict(BaseModel):
+    """A body that names each unknown field and the closest known one, e.g. `max_tokens` for
+    `max_new_tokens`, rather than dropping it or saying only that it is not permitted."""
+
+    model_config = STRICT
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_fields(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = [key for key in data if key not in cls.model_fields]
+            if unknown:
+                raise PydanticCustomError("unknown_field", "{message}", {"message": unknown_message(unknown, cls)})
+        return data
+
+
+def unknown_message(unknown: list[str], model: type[BaseModel]) -> str:
+    known = list(model.model_fields)
+    named = []
+    for field in unknown:
+        close = difflib.get_close_matches(field, known, n=1, cutoff=0.6)
+        named.append(f"{field!r} (did you mean {close[0]!r}?)" if close else repr(field))
+    return f"unknown field {', '.join(named)}; the fields here are {', '.join(known)}"
 
 
 def temperature_up_to(largest: float) -> AfterValidator:
@@ -35,20 +61,16 @@ def temperature_up_to(largest: float) -> AfterValidator:
     return AfterValidator(check)
 
 
-class Parameters(BaseModel):
-    model_config = STRICT
-
-    max_new_tokens: int | None = Field(default=None, ge=1, le=MAX_NEW_TOKENS)
+class Parameters(Strict):
+    max_new_tokens: int | None = LIMITS["max_new_tokens"].field()
     temperature: Annotated[float | None, temperature_up_to(MAX_TEMPERATURE)] = None
-    top_k: int | None = Field(default=None, ge=1, le=MAX_TOP_K)
-    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    top_k: int | None = LIMITS["top_k"].field()
+    top_p: float | None = LIMITS["top_p"].field()
     seed: Seed | None = None
     stop: StopStrings | None = None
 
 
-class GenerateBody(BaseModel):
-    model_config = STRICT
-
+class GenerateBody(Strict):
     task: str | None = None
     inputs: Text | list[Text]
     version: int | None = Field(default=None, ge=1)
@@ -57,9 +79,7 @@ class GenerateBody(BaseModel):
     stream: bool = False
 
 
-class ClassifyBody(BaseModel):
-    model_config = STRICT
-
+class ClassifyBody(Strict):
     task: str | None = None
     inputs: Text | list[Text]
     labels: list[Text] | dict[str, Text] | None = None
@@ -67,9 +87,7 @@ class ClassifyBody(BaseModel):
     task_index: int = Field(default=0, ge=0)
 
 
-class RollbackBody(BaseModel):
-    model_config = STRICT
-
+class RollbackBody(Strict):
     version: int = Field(ge=1)
 
 
@@ -99,20 +117,16 @@ OffNoTool = Annotated[Any, only_off("none")]
 OffText = Annotated[Any, only_off({"type": "text"})]
 
 
-class StreamOptions(BaseModel):
-    model_config = STRICT
-
+class StreamOptions(Strict):
     include_usage: bool = False
 
 
-class OpenAIBody(BaseModel):
+class OpenAIBody(Strict):
     """What the completions and chat routes share, including the OpenAI fields refused unless off."""
-
-    model_config = STRICT
 
     model: str
     temperature: Annotated[float | None, temperature_up_to(OPENAI_MAX_TEMPERATURE)] = 1.0
-    top_p: float | None = Field(default=1.0, gt=0.0, le=1.0)
+    top_p: float | None = LIMITS["top_p"].field(default=1.0)
     stop: Text | StopStrings | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -134,25 +148,21 @@ class CompletionBody(OpenAIBody):
     """OpenAI's completions request."""
 
     prompt: Text | list[Text]
-    max_tokens: int | None = Field(default=16, ge=1, le=MAX_NEW_TOKENS)
+    max_tokens: int | None = LIMITS["max_new_tokens"].field(default=16)
     echo: OffFalse = None
     logprobs: OffNull = None
     best_of: OffOne = None
     suffix: OffEmpty = None
 
 
-class TextPart(BaseModel):
+class TextPart(Strict):
     """One part of a message's content; promptswap reads text only."""
-
-    model_config = STRICT
 
     type: Literal["text"]
     text: Text
 
 
-class ChatMessage(BaseModel):
-    model_config = STRICT
-
+class ChatMessage(Strict):
     role: Literal["system", "user", "assistant", "tool", "developer"]
     content: Text | list[TextPart] | None = None
 
@@ -166,8 +176,8 @@ class ChatBody(OpenAIBody):
     """OpenAI's chat completions request."""
 
     messages: list[ChatMessage] = Field(min_length=1, max_length=1000)
-    max_tokens: int | None = Field(default=None, ge=1, le=MAX_NEW_TOKENS)
-    max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_NEW_TOKENS)
+    max_tokens: int | None = LIMITS["max_new_tokens"].field()
+    max_completion_tokens: int | None = LIMITS["max_new_tokens"].field()
     logprobs: OffFalse = None
     top_logprobs: OffZero = None
     response_format: OffText = None

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import difflib
 import functools
 import threading
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from fastapi import Request as HttpRequest
 from prometheus_client import CollectorRegistry
 
+from prompt_store.errors import UnknownTask
 from prompt_store.methods import METHODS
 from prompt_store.records import INPUT_PLACEHOLDER, PROMPT_PLACEHOLDER, TaskCard, VersionRecord
 from prompt_store.spec import ModelSpec
@@ -41,7 +44,7 @@ class ServerState:
     config: ServerConfig
     model_name: str
     engine: Engine
-    runner: AsyncEngine
+    async_engine: AsyncEngine  # runs `engine` step by step in its own thread, continuously batched
     store: PromptStore
     registry: PromptRegistry
     metrics: CollectorRegistry
@@ -59,6 +62,17 @@ class ServerState:
             yield lease
         finally:
             self.release(lease)
+
+    @contextlib.asynccontextmanager
+    async def lease_for_rows(self, task: str | None, version: int | None) -> AsyncIterator[Lease | None]:
+        """A lease handed on to the rows `submit` queues (the last of them to leave releases it); released
+        here only if the block fails before they are queued."""
+        lease = await self.acquire(task, version)
+        try:
+            yield lease
+        except BaseException:
+            self.release(lease)
+            raise
 
     @functools.cached_property
     def max_input_chars(self) -> int:
@@ -128,9 +142,22 @@ class ServerState:
                 raise InvalidRequest("version: a version needs a task")
             self.http.count_task(None)
             return None
-        lease = await self.registry.acquire(task, version)
+        try:
+            lease = await self.registry.acquire(task, version)
+        except UnknownTask:
+            raise UnknownTask(await self.unknown_task_message(task)) from None
         self.http.count_task(task)  # only now: a name the registry knows, never one a client made up
         return lease
+
+    async def unknown_task_message(self, task: str) -> str:
+        """Says the task does not exist, names the closest existing ones, and where to find them all."""
+        known = await self.store.list_tasks()
+        close = difflib.get_close_matches(task, known, n=3, cutoff=0.6)
+        hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+        return (
+            f"task {task!r} does not exist{hint}; GET /v1/prompts lists the tasks this server has "
+            "(GET /v1/models lists them for the OpenAI routes, with the base model's id)"
+        )
 
     def release(self, lease: Lease | None) -> None:
         if lease is not None:
@@ -165,10 +192,11 @@ class ServerState:
         streams: list[RequestStream] = []
         try:
             for row in inputs:
+                task = lease.record.task if lease else None
                 request = Request(
-                    row.input_ids, prompt, task_index, params, row_done, row.prompt_at, client, continuations
+                    row.input_ids, prompt, task_index, params, row_done, row.prompt_at, client, continuations, task
                 )
-                streams.append(self.runner.submit(request))
+                streams.append(self.async_engine.submit(request))
         except BaseException:
             with lock:
                 remaining -= len(inputs) - len(streams)  # rows never queued will not call back
@@ -179,6 +207,49 @@ class ServerState:
                 stream.cancel()
             raise
         return streams
+
+
+def state_of(request: HttpRequest) -> ServerState:
+    """The state `create_app` put on the app."""
+    state: ServerState = request.app.state.server
+    return state
+
+
+@dataclass(frozen=True)
+class Generating:
+    """The rows of one request, queued: the version they run with and one event stream per row."""
+
+    lease: Lease | None
+    streams: list[RequestStream]
+    prompt_lengths: list[int]  # tokens of each row's input
+
+    @property
+    def version(self) -> int | None:
+        return self.lease.record.version if self.lease else None
+
+
+async def start_generation(
+    state: ServerState,
+    task: str | None,
+    rows: Sequence[str] | Sequence[list[int]],
+    parameters: Parameters,
+    client: str,
+    *,
+    version: int | None = None,
+    task_index: int = 0,
+    base: SamplingParams | None = None,
+) -> Generating:
+    """The one way a generation starts, on every route: resolve the task, check the parameters (`base`:
+    the route's defaults; given, they replace the task card's), template and tokenize text rows (token
+    rows go as they are) and queue them. Any error surfaces here, before a response starts."""
+    async with state.lease_for_rows(task, version) as lease:
+        card = lease.record.card if lease else None
+        params = sampling_params(parameters, card if base is None else None, base)
+        texts = [row for row in rows if isinstance(row, str)]
+        token_rows = [Encoded(list(row)) for row in rows if not isinstance(row, str)]
+        inputs = await state.encode_rows(texts, card) if texts else token_rows
+        streams = state.submit(lease, inputs, task_index, params, client)
+    return Generating(lease, streams, [len(row.input_ids) for row in inputs])
 
 
 def template_of(card: TaskCard | None) -> str:
@@ -207,6 +278,12 @@ def sampling_params(
         params = replace(params, **values)
     params.check()
     return params
+
+
+def labelled(names: list[str], probabilities: list[float]) -> dict[str, Any]:
+    """One classify result: the most probable label, and every label's probability."""
+    best = max(range(len(names)), key=probabilities.__getitem__)
+    return {"label": names[best], "scores": dict(zip(names, probabilities, strict=True))}
 
 
 def usage_json(usage: Any) -> dict[str, int]:

@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from prompt_store.errors import UserError
+from server.api.errors import error_body
 from server.engine.async_engine import RequestStream
-from server.engine.request import Event
+from server.engine.request import Event, Generation
 
 DONE = "data: [DONE]\n\n"
 
@@ -19,7 +20,7 @@ def sse(payload: dict[str, Any]) -> str:
 
 
 def sse_error(error: UserError) -> str:
-    return sse({"error": {"type": error.error_type, "message": error.message}})
+    return sse(error_body(error.error_type, error.message))
 
 
 async def merged(streams: Sequence[RequestStream]) -> AsyncIterator[tuple[int, Event]]:
@@ -51,3 +52,11 @@ async def merged(streams: Sequence[RequestStream]) -> AsyncIterator[tuple[int, E
                 stream.cancel()
         for task in tasks:
             task.cancel()
+
+
+async def collect(streams: Sequence[RequestStream]) -> list[Generation]:
+    """Every row's whole result, once all have finished."""
+    results = [Generation() for _ in streams]
+    async for index, event in merged(streams):
+        results[index].add(event)
+    return results

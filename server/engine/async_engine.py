@@ -24,10 +24,9 @@ T = TypeVar("T")
 
 
 class EngineFailed(UserError):
-    """The model pass failed; the request was ended (HTTP 503)."""
+    """The model pass failed; the request was ended."""
 
     error_type = "engine_error"
-    status_code = 503
 
 
 class RequestStream:

@@ -76,6 +76,12 @@ class Engine:
                            continuations=branches) for r in requests]  # fmt: skip
         return torch.tensor([list(generation.scores) for generation in self.generate(scoring)])
 
+    @staticmethod
+    def label_probabilities(scores: Sequence[Sequence[float]] | Sequence[torch.Tensor]) -> list[list[float]]:
+        """Each row's scores over its labels made probabilities (a softmax in float32): the summed
+        log-probabilities of each label's continuation, or an encoder head's logits [C]."""
+        return [torch.softmax(torch.as_tensor(row, dtype=torch.float32), dim=-1).tolist() for row in scores]
+
     def next_token_logits(self, requests: Sequence[Request]) -> torch.Tensor:
         """Logits [B, V] (float32) for the token after each request's input, in one forward pass."""
         if not requests:

@@ -12,6 +12,7 @@ import threading
 from collections import Counter as Tally
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
 STEP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 # From a GPU's first token after a few milliseconds to a long CPU prefill behind a full queue.
@@ -32,7 +33,7 @@ class TaskLabels:
     def __init__(self, max_tasks: int = DEFAULT_MAX_TASKS) -> None:
         self.max_tasks = max_tasks
         self.named: set[str] = set()
-        self.on_drop: list[Histogram] = []  # metrics labelled by task: a dropped task's series go
+        self.on_drop: list[MetricWrapperBase] = []  # metrics labelled by task: a dropped task's series go
         self._seen: Tally[str] = Tally()
         self._since_review = 0
         self._lock = threading.Lock()

@@ -6,27 +6,27 @@ rows share the batch. Greedy rows (temperature 0) take the argmax.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 
+from prompt_store.sampling_limits import (
+    MAX_LOGIT_BIAS,
+    MAX_LOGIT_BIASES,
+    MAX_NEW_TOKENS,
+    MAX_TEMPERATURE,
+    MAX_TOP_K,
+    MIN_TEMPERATURE,
+    sampling_problems,
+)
 from server.engine.constraints import Constraint
 from server.errors import InvalidRequest
 
-# The bounds of every sampling field, read by the HTTP schemas and by `SamplingParams.check` alike.
-MAX_STOP_STRINGS = 16
-MAX_STOP_LENGTH = 256
-MAX_NEW_TOKENS = 1 << 20
-MAX_TEMPERATURE = 100.0
-# Below this (but above 0, which means greedy) logits / temperature overflow float32 and the
-# softmax is no distribution any more; 0.01 already puts all the mass on the top token in practice.
-MIN_TEMPERATURE = 1e-2
-MAX_TOP_K = 1 << 31  # a schema bound; the model's vocabulary is the real one, checked by the engine
-MAX_TOP_LOGPROBS = 20
-MAX_PENALTY = 2.0  # presence and frequency penalties lie in [-MAX_PENALTY, MAX_PENALTY]
-MAX_LOGIT_BIAS = 100.0  # a bias lies in [-MAX_LOGIT_BIAS, MAX_LOGIT_BIAS]
-MAX_LOGIT_BIASES = 300  # tokens one request may bias
+# The bounds of every sampling field live in one table (prompt_store.sampling_limits), read by the HTTP
+# schemas, the task card's defaults and `SamplingParams.check` alike.
+__all__ = ["MAX_NEW_TOKENS", "MAX_TEMPERATURE", "MAX_TOP_K", "MIN_TEMPERATURE", "SamplingParams", "sample"]
 
 
 @dataclass(frozen=True)
@@ -46,26 +46,11 @@ class SamplingParams:
 
     def check(self, vocab_size: int = MAX_TOP_K) -> None:
         """Raise `InvalidRequest` naming the first bad field (`top_k` at most the model's vocabulary)."""
-        if not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS:
-            raise InvalidRequest(f"max_new_tokens: expected 1..{MAX_NEW_TOKENS}, found {self.max_new_tokens}")
-        if not valid_temperature(self.temperature, MAX_TEMPERATURE):
-            raise InvalidRequest(
-                f"temperature: expected 0 (greedy) or {MIN_TEMPERATURE}..{MAX_TEMPERATURE}, found {self.temperature}"
-            )
-        if self.top_k is not None and not 1 <= self.top_k <= vocab_size:
+        problems = sampling_problems(dataclasses.asdict(self))
+        if problems:
+            raise InvalidRequest(problems[0])
+        if self.top_k is not None and self.top_k > vocab_size:
             raise InvalidRequest(f"top_k: expected 1..{vocab_size} (the vocabulary), found {self.top_k}")
-        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
-            raise InvalidRequest(f"top_p: expected a value in (0, 1], found {self.top_p}")
-        if len(self.stop) > MAX_STOP_STRINGS or any(not s or len(s) > MAX_STOP_LENGTH for s in self.stop):
-            raise InvalidRequest(
-                f"stop: expected at most {MAX_STOP_STRINGS} non-empty strings of up to {MAX_STOP_LENGTH} characters"
-            )
-        if self.logprobs is not None and not 0 <= self.logprobs <= MAX_TOP_LOGPROBS:
-            raise InvalidRequest(f"top_logprobs: expected 0..{MAX_TOP_LOGPROBS}, found {self.logprobs}")
-        for name in ("presence_penalty", "frequency_penalty"):
-            value = getattr(self, name)
-            if not -MAX_PENALTY <= value <= MAX_PENALTY:
-                raise InvalidRequest(f"{name}: expected {-MAX_PENALTY}..{MAX_PENALTY}, found {value}")
         if len(self.logit_bias) > MAX_LOGIT_BIASES:
             raise InvalidRequest(f"logit_bias: at most {MAX_LOGIT_BIASES} tokens, found {len(self.logit_bias)}")
         for token_id, bias in self.logit_bias:
@@ -78,11 +63,6 @@ class SamplingParams:
     @property
     def is_greedy(self) -> bool:
         return self.temperature == 0.0 or self.top_k == 1
-
-
-def valid_temperature(value: float, largest: float) -> bool:
-    """0 (greedy), or a finite temperature from MIN_TEMPERATURE to `largest`."""
-    return value == 0.0 or MIN_TEMPERATURE <= value <= largest
 
 
 @dataclass

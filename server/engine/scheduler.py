@@ -26,10 +26,9 @@ from server.errors import ContextTooLong
 
 
 class QueueFull(UserError):
-    """The waiting queue is full; retry later (HTTP 429)."""
+    """The waiting queue is full; retry later."""
 
     error_type = "queue_full"
-    status_code = 429
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,18 @@ class Lease:
         return self.prompt.nbytes
 
 
+@dataclass(frozen=True)
+class Uploaded:
+    record: VersionRecord
+    created: bool  # False: the upload equalled the current version, which is kept; nothing was stored
+
+
+def same_content(record: VersionRecord, draft: VersionRecord) -> bool:
+    """The same tensors, config and card, validated against the same model."""
+    fields = ("sha256", "config", "card", "spec_fingerprint")
+    return all(getattr(record, name) == getattr(draft, name) for name in fields)
+
+
 class PromptRegistry:
     def __init__(
         self,
@@ -83,15 +95,15 @@ class PromptRegistry:
 
     async def upload(
         self, task: str, config_bytes: bytes, weights_bytes: bytes, card_bytes: bytes | None = None
-    ) -> VersionRecord:
-        """Validate, build the runtime form, store the next version and make it current."""
+    ) -> Uploaded:
+        """Validate, build the runtime form, store the next version and make it current; unless the
+        artifact and card are those of the current version, which is then kept and nothing is created."""
         check_task_name(task)
         card = parse_card(card_bytes) if card_bytes is not None else None
         artifact = await asyncio.to_thread(self._parse, config_bytes, weights_bytes)
         if card is not None:
             check_card(card, artifact, self.spec)
         check_card_labels(card, artifact.num_labels)
-        prompt = await asyncio.to_thread(self.build, artifact)
         draft = VersionRecord(
             task=task,
             peft_type=artifact.peft_type,
@@ -103,10 +115,20 @@ class PromptRegistry:
             spec_fingerprint=self.spec.fingerprint(),
             card=card,
         )
+        current = await self._current_record(task)
+        if current is not None and same_content(current, draft):
+            return Uploaded(current, created=False)
+        prompt = await asyncio.to_thread(self.build, artifact)
         record = await self.store.create_version(draft, config_bytes, weights_bytes)
         self._keep(Lease(record, prompt))
         self.pointers.pop(task, None)  # re-read: a racing upload may have committed a newer one
-        return record
+        return Uploaded(record, created=True)
+
+    async def _current_record(self, task: str) -> VersionRecord | None:
+        try:
+            return await self.store.get_record(task, await self.store.current_version(task))
+        except (UnknownTask, UnknownVersion):  # a new task (or one deleted while we read)
+            return None
 
     def _parse(self, config_bytes: bytes, weights_bytes: bytes) -> Artifact:
         """Validate an artifact, and its runtime size before anything is built (blocking: run in a thread)."""

@@ -146,7 +146,7 @@ def test_cli_against_the_live_server(server: LiveServer, site: Site, tmp_path: P
                           url=server.url, key=ADMIN_KEY)  # fmt: skip
     assert uploaded.returncode == 0, uploaded.stderr
     assert json.loads(uploaded.stdout)["version"] == 1
-    listed = promptswap("prompts", "list", url=server.url)
+    listed = promptswap("prompts", "list", "--json", url=server.url)
     assert "cli" in {p["task"] for p in json.loads(listed.stdout)}
     shown = json.loads(promptswap("prompts", "show", "cli", url=server.url).stdout)
     assert shown["card"]["template"] == "Q: {input}"

@@ -89,12 +89,16 @@ def test_other_commands_are_not_ours() -> None:
     assert run_client_command(build_parser().parse_args(["serve"])) is None
 
 
-def test_unreachable_server_is_one_error_line(capsys: pytest.CaptureFixture[str]) -> None:
-    args = build_parser().parse_args(["prompts", "list", "--url", f"http://127.0.0.1:{closed_port()}"])
+def test_unreachable_server_is_one_line_naming_the_url_and_how_to_start_one(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = f"http://127.0.0.1:{closed_port()}"
+    args = build_parser().parse_args(["prompts", "list", "--url", url])
     assert run_client_command(args) == 1
     captured = capsys.readouterr()
     assert captured.out == ""
-    assert captured.err.startswith("error: ConnectError: ") and captured.err.count("\n") == 1
+    assert captured.err.startswith(f"error: no_server: nothing answers at {url} ") and captured.err.count("\n") == 1
+    assert "`promptswap serve`" in captured.err and "--url" in captured.err
 
 
 def test_pickle_only_upload_fails_before_connecting(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -141,7 +141,7 @@ def test_a_draining_replicas_requests_go_to_the_next_one(cluster: Cluster, site:
         wait_for(lambda: httpx.get(f"{leaving.url}/ready"), refused, "the drain to begin")
 
         # A registry change is never sent twice: the draining replica's 503 reaches the client.
-        files = {name: (name, (site.artifacts["pt"] / name).read_bytes()) for name in FILES}
+        files = {name: (name, (site.artifacts["prefix"] / name).read_bytes()) for name in FILES}  # a real change
         change = f"{balancer}/v1/prompts/{moving[0]}"
         assert refused(httpx.post(change, files=files, headers=ADMIN, timeout=60))
 

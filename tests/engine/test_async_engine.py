@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
+from server.api.errors import status_of
 from server.engine import core as core_module
 from server.engine.async_engine import AsyncEngine, EngineFailed
 from server.engine.scheduler import SchedulerConfig
@@ -112,7 +113,7 @@ async def test_a_failed_step_ends_the_running_requests_and_the_engine_goes_on(
     monkeypatch.setattr(runner, "forward", broken)
     with pytest.raises(EngineFailed) as caught:
         await engine.submit(served.request([1, 2], max_new_tokens=5)).result()
-    assert caught.value.status_code == 503
+    assert status_of(caught.value) == 503
     after = await engine.submit(served.request([1, 2], max_new_tokens=5, stop_at_eos=False)).result()
     assert len(after.token_ids) == 5
 
@@ -137,7 +138,7 @@ async def test_a_row_that_fails_the_model_step_fails_alone(
     streams = [engine.submit(request) for request in [served.request([1, poison, 2], max_new_tokens=6), *others]]
     with pytest.raises(EngineFailed) as caught:
         await streams[0].result()
-    assert caught.value.status_code == 503
+    assert status_of(caught.value) == 503
     results = [await stream.result() for stream in streams[1:]]
     monkeypatch.setattr(runner, "forward", real_forward)
     for request, result in zip(others, results, strict=True):

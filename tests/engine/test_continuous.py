@@ -9,6 +9,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from server.api.errors import status_of
 from server.engine.core import EngineCore
 from server.engine.request import Generation
 from server.engine.scheduler import QueueFull, SchedulerConfig
@@ -120,7 +121,7 @@ def test_a_full_queue_refuses_with_429(llama_zoo: Zoo) -> None:
     core.add(served.request([2], max_new_tokens=2))
     with pytest.raises(QueueFull) as caught:
         core.add(served.request([3], max_new_tokens=2))
-    assert caught.value.status_code == 429
+    assert status_of(caught.value) == 429
     assert len(core.sequences) == 2  # the refused request left nothing behind
     core.step()
     core.add(served.request([3], max_new_tokens=2))  # admitted rows free queue slots

@@ -8,6 +8,7 @@ import random
 
 import pytest
 
+from server.api.errors import status_of
 from server.engine.allocator import SlotAllocator
 from server.engine.scheduler import QueueFull, Scheduler, SchedulerConfig, Ticket
 from server.errors import ContextTooLong
@@ -84,7 +85,7 @@ def test_finished_rows_make_room_and_the_queue_is_bounded() -> None:
     scheduler.add(second)
     with pytest.raises(QueueFull) as caught:
         scheduler.add(third)
-    assert caught.value.status_code == 429
+    assert status_of(caught.value) == 429
     assert [r.ticket for r in scheduler.schedule().admitted] == [first]
     assert scheduler.schedule().admitted == []
     scheduler.finish(first.id)

@@ -201,7 +201,7 @@ def test_rows_of_every_kind_share_a_batch_and_each_gets_its_answer_alone(llama_z
         ({"constraint": Constraint.json_schema({"type": "object", "properties": 5})}, "properties must be an object"),
         ({"constraint": Constraint.regex("a(b")}, "unclosed group"),
         ({"constraint": Constraint("json_schema", "{not json")}, "json_schema"),
-        ({"logprobs": 21}, "top_logprobs"),
+        ({"logprobs": 21}, "logprobs"),
         ({"logit_bias": ((VOCAB, 1.0),)}, "logit_bias"),
         ({"logit_bias": ((3, 101.0),)}, "logit_bias"),
         ({"presence_penalty": 2.5}, "presence_penalty"),

@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save
 from prompt_store.artifact import load_artifact_dir, parse_artifact
 from prompt_store.errors import ArtifactError, ArtifactMismatch, ArtifactTooLarge, PickleRefused, UnsupportedMethod
 from prompt_store.spec import ModelSpec
+from server.api.errors import status_of
 from server.engine.model import model_spec
 from tests.conftest import Zoo
 from tests.factories import make_artifact, make_model
@@ -224,7 +225,7 @@ def test_size_limit(llama_artifacts) -> None:
     config, weights = files(folders["prompt_tuning"])
     with pytest.raises(ArtifactTooLarge) as caught:
         parse_artifact(config, weights, spec, max_bytes=len(weights) - 1)
-    assert caught.value.status_code == 413
+    assert status_of(caught.value) == 413
 
 
 def test_the_server_rejects_an_artifact_for_another_architecture(zoo: Zoo) -> None:

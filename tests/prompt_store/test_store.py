@@ -15,6 +15,7 @@ from prompt_store.errors import Conflict, InvalidTaskName, StoreFull, UnknownTas
 from prompt_store.file_store import FileStore
 from prompt_store.redis_store import RedisStore
 from prompt_store.store import PromptStore, open_store
+from server.api.errors import status_of
 from tests.prompt_store.conftest import Upload, new_store
 
 pytestmark = pytest.mark.anyio
@@ -279,7 +280,7 @@ async def test_unreachable_redis_is_store_unavailable(uploads: list[Upload]) -> 
     store = RedisStore.from_url(f"redis://127.0.0.1:{free_port()}/0")
     with pytest.raises(StoreUnavailable) as caught:
         await store.ping()
-    assert caught.value.status_code == 503
+    assert status_of(caught.value) == 503
     with pytest.raises(StoreUnavailable):
         await store.create_version(uploads[0].draft("t"), uploads[0].config, uploads[0].weights)
     await store.close()

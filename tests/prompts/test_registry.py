@@ -26,6 +26,7 @@ from prompt_store.errors import (
 )
 from prompt_store.redis_store import RedisStore
 from prompt_store.store import PromptStore
+from server.api.errors import status_of
 from server.engine.engine import Engine, Request
 from server.engine.model import wrap_model
 from server.engine.sampling import SamplingParams
@@ -108,7 +109,9 @@ async def serve(
 async def test_upload_is_servable_at_once_and_exact(store: PromptStore, world: World) -> None:
     registry = make_registry(store, world.engine)
     v1 = world.versions[0]
-    record = await registry.upload("t", v1.config, v1.weights, b'{"description": "demo", "template": "Q: {input}"}')
+    record = (
+        await registry.upload("t", v1.config, v1.weights, b'{"description": "demo", "template": "Q: {input}"}')
+    ).record
     assert (record.task, record.version, record.peft_type, record.num_virtual_tokens) == ("t", 1, "PROMPT_TUNING", 6)
     assert record.card is not None and record.card.template == "Q: {input}"
     assert record.spec_fingerprint == world.engine.base.spec.fingerprint()
@@ -321,13 +324,13 @@ async def test_a_late_build_of_a_deleted_version_is_never_served_as_its_successo
     await gated.read.wait()  # the load read A's bytes and waits to build them
     await registry.delete("t")
     if late == "after_the_new_upload":
-        record = await registry.upload("t", b.config, b.weights)
+        record = (await registry.upload("t", b.config, b.weights)).record
         gated.gate.set()
         old = await first
     else:
         gated.gate.set()
         old = await first
-        record = await registry.upload("t", b.config, b.weights)
+        record = (await registry.upload("t", b.config, b.weights)).record
     assert old.record.sha256 != record.sha256 and answer(world.engine, old) == a.expected  # admitted before delete
     registry.release(old)
     for _ in range(2):  # the first from the cache the upload filled, the second as well
@@ -360,8 +363,23 @@ async def test_the_runtime_size_is_known_before_anything_is_built(store: PromptS
         count = len(built)
         with pytest.raises(RuntimeFormTooLarge) as refused:
             await tight.upload("refused", version.config, version.weights)
-        assert refused.value.status_code == 413 and str(estimate) in refused.value.message
+        assert status_of(refused.value) == 413 and str(estimate) in refused.value.message
         with pytest.raises(RuntimeFormTooLarge):  # a version stored under a larger limit is not built either
             await tight.acquire(f"t{index}")
         assert len(built) == count
     assert "refused" not in await store.list_tasks()
+
+
+async def test_uploading_the_current_version_again_creates_nothing(store: PromptStore, world: World) -> None:
+    registry = make_registry(store, world.engine)
+    v1, v2 = world.versions[:2]
+    card = b'{"template": "Q: {input}"}'
+    first = await registry.upload("t", v1.config, v1.weights, card)
+    again = await registry.upload("t", v1.config, v1.weights, card)
+    assert (first.created, again.created) == (True, False) and again.record == first.record
+    assert [r.version for r in await store.list_versions("t")] == [1]
+    # Another card, or the same bytes once another version is current, is a new version.
+    recarded = await registry.upload("t", v1.config, v1.weights, b'{"template": "A: {input}"}')
+    await registry.upload("t", v2.config, v2.weights)
+    back = await registry.upload("t", v1.config, v1.weights, card)
+    assert (recarded.record.version, back.record.version, back.created) == (2, 4, True)

@@ -128,6 +128,8 @@ async def one_request(
             report.errors.append(f"stream: {response.text[-300:]}")
     if response.status_code == 429 and "retry-after" in response.headers:
         return float(response.headers["retry-after"])
+    if kind == "upload" and response.status_code == 200 and response.json().get("unchanged"):
+        return None  # another client had just uploaded the same files to this task: nothing to create
     if response.status_code != expected:
         report.errors.append(f"{kind}: {response.status_code} {response.text[:300]}")
     return None

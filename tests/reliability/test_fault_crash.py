@@ -7,6 +7,7 @@ has it in flight, and the rest is never sent. The looping uploaders may or may n
 
 from __future__ import annotations
 
+import itertools
 import signal
 import threading
 from contextlib import nullcontext
@@ -39,9 +40,10 @@ class Uploaders:
             thread.start()
 
     def _run(self, index: int) -> None:
-        while True:
+        # Each upload differs from the one before (the same files again would create nothing, answering 200).
+        for turn in itertools.count(index):
             try:
-                response = upload(self.url, TASKS[index], self.artifacts[index % len(self.artifacts)], timeout=30)
+                response = upload(self.url, TASKS[index], self.artifacts[turn % len(self.artifacts)], timeout=30)
             except httpx.TransportError:
                 return  # the server died before this upload, or while it was on the wire or being stored
             if response.status_code == 201:
