@@ -27,11 +27,22 @@ class Usage(BaseModel):
     completion_tokens: int
 
 
+class TopToken(BaseModel):
+    token_id: int
+    token: str
+    logprob: float
+
+
+class TokenLogprob(TopToken):
+    top_logprobs: list[TopToken]
+
+
 class Output(BaseModel):
     text: str
     token_ids: list[int]
     finish_reason: Literal["length", "stop", "eos", "cancelled"]
     usage: Usage
+    logprobs: list[TokenLogprob] | None = None  # with parameters.logprobs
 
 
 class GenerateAnswer(BaseModel):
@@ -57,10 +68,17 @@ class OpenAIUsage(BaseModel):
     total_tokens: int
 
 
+class CompletionLogprobs(BaseModel):
+    tokens: list[str]
+    token_logprobs: list[float]
+    top_logprobs: list[dict[str, float]]
+    text_offset: list[int]
+
+
 class CompletionChoice(BaseModel):
     index: int
     text: str
-    logprobs: None
+    logprobs: CompletionLogprobs | None
     finish_reason: Literal["stop", "length"]
 
 
@@ -78,10 +96,25 @@ class ChatMessageOut(BaseModel):
     content: str
 
 
+class ChatTopToken(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int]
+
+
+class ChatTokenLogprob(ChatTopToken):
+    top_logprobs: list[ChatTopToken]
+
+
+class ChatLogprobs(BaseModel):
+    content: list[ChatTokenLogprob]
+
+
 class ChatChoice(BaseModel):
     index: int
     message: ChatMessageOut
     finish_reason: Literal["stop", "length"]
+    logprobs: ChatLogprobs | None = None
 
 
 class ChatAnswer(BaseModel):

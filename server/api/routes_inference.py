@@ -13,7 +13,7 @@ from server.api.client_limit import client_of
 from server.api.encoder_classify import classify_with_heads
 from server.api.responses import INFERENCE, ClassifyAnswer, GenerateAnswer, answers
 from server.api.schemas import ClassifyBody, GenerateBody
-from server.api.service import labelled, start_generation, state_of, usage_json
+from server.api.service import labelled, logprob_json, start_generation, state_of, usage_json
 from server.api.streaming import DONE, collect, merged, sse, sse_error
 from server.engine.async_engine import RequestStream
 from server.engine.sampling import SamplingParams
@@ -29,20 +29,27 @@ async def generate(body: GenerateBody, request: Request) -> dict[str, Any] | Str
     started = await start_generation(
         state, body.task, rows, body.parameters, client_of(request), version=body.version, task_index=body.task_index
     )
+    tokenizer = state.tokenizer
     if body.stream:
-        return StreamingResponse(stream_events(started.streams), media_type="text/event-stream")
-    outputs = [
-        {"text": r.text, "token_ids": r.token_ids, "finish_reason": r.finish_reason, "usage": usage_json(r.usage)}
-        for r in await collect(started.streams)
-    ]
+        return StreamingResponse(stream_events(started.streams, tokenizer), media_type="text/event-stream")
+    outputs = []
+    for r in await collect(started.streams):
+        output = {"text": r.text, "token_ids": r.token_ids, "finish_reason": r.finish_reason,
+                  "usage": usage_json(r.usage)}  # fmt: skip
+        if body.parameters.logprobs:
+            output["logprobs"] = [logprob_json(entry, tokenizer) for entry in r.logprobs]
+        outputs.append(output)
     return {"task": body.task, "version": started.version, "outputs": outputs}
 
 
-async def stream_events(streams: list[RequestStream]) -> AsyncIterator[str]:
+async def stream_events(streams: list[RequestStream], tokenizer: Any) -> AsyncIterator[str]:
     try:
         async for index, event in merged(streams):
             if event.token_id is not None:
-                yield sse({"index": index, "text": event.text, "token_id": event.token_id})
+                token: dict[str, Any] = {"index": index, "text": event.text, "token_id": event.token_id}
+                if event.logprob is not None:
+                    token["logprob"] = logprob_json(event.logprob, tokenizer)
+                yield sse(token)
             if event.finish_reason is not None and event.usage is not None:
                 yield sse({"index": index, "finish_reason": event.finish_reason, "usage": usage_json(event.usage)})
     except UserError as error:  # the engine failed mid-stream

@@ -14,7 +14,16 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from prompt_store.sampling_limits import LIMITS, MAX_STOP_STRINGS, MAX_TEMPERATURE, MIN_TEMPERATURE, valid_temperature
+from prompt_store.sampling_limits import (
+    LIMITS,
+    MAX_LOGIT_BIAS,
+    MAX_LOGIT_BIASES,
+    MAX_STOP_STRINGS,
+    MAX_TEMPERATURE,
+    MIN_TEMPERATURE,
+    valid_temperature,
+)
+from server.engine.constraints import MAX_CHOICES, MAX_SPEC_CHARACTERS
 
 Text = Annotated[str, Field(max_length=200_000)]
 StopStrings = Annotated[list[Text], Field(max_length=MAX_STOP_STRINGS)]
@@ -33,14 +42,15 @@ class Strict(BaseModel):
     @classmethod
     def _known_fields(cls, data: Any) -> Any:
         if isinstance(data, dict):
-            unknown = [key for key in data if key not in cls.model_fields]
+            known = {field.alias or name for name, field in cls.model_fields.items()}
+            unknown = [key for key in data if key not in known]
             if unknown:
                 raise PydanticCustomError("unknown_field", "{message}", {"message": unknown_message(unknown, cls)})
         return data
 
 
 def unknown_message(unknown: list[str], model: type[BaseModel]) -> str:
-    known = list(model.model_fields)
+    known = [field.alias or name for name, field in model.model_fields.items()]
     named = []
     for field in unknown:
         close = difflib.get_close_matches(field, known, n=1, cutoff=0.6)
@@ -61,6 +71,12 @@ def temperature_up_to(largest: float) -> AfterValidator:
     return AfterValidator(check)
 
 
+TokenId = Annotated[str, Field(pattern=r"^[0-9]{1,9}$")]  # OpenAI sends a token id as a JSON object key
+Bias = Annotated[float, Field(strict=True, ge=-MAX_LOGIT_BIAS, le=MAX_LOGIT_BIAS)]
+LogitBias = Annotated[dict[TokenId, Bias], Field(max_length=MAX_LOGIT_BIASES)]
+CONSTRAINTS = ("json_schema", "regex", "choice")
+
+
 class Parameters(Strict):
     max_new_tokens: int | None = LIMITS["max_new_tokens"].field()
     temperature: Annotated[float | None, temperature_up_to(MAX_TEMPERATURE)] = None
@@ -68,6 +84,27 @@ class Parameters(Strict):
     top_p: float | None = LIMITS["top_p"].field()
     seed: Seed | None = None
     stop: StopStrings | None = None
+    logprobs: bool | None = None  # each token's log-probability, before any adjustment
+    top_logprobs: int | None = LIMITS["logprobs"].field()  # and this many most likely tokens at its step
+    presence_penalty: float | None = LIMITS["presence_penalty"].field()
+    frequency_penalty: float | None = LIMITS["frequency_penalty"].field()
+    logit_bias: LogitBias | None = None  # token id (as a string, as OpenAI sends it) -> bias
+    json_schema: dict[str, Any] | None = None  # at most one of these three constraints
+    regex: Annotated[str, Field(max_length=MAX_SPEC_CHARACTERS)] | None = None
+    choice: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1, max_length=MAX_CHOICES)] | None = (
+        None
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Parameters:
+        given = [name for name in CONSTRAINTS if getattr(self, name) is not None]
+        if len(given) > 1:
+            raise PydanticCustomError(
+                "invalid_field", "{names}: give at most one constraint", {"names": " and ".join(given)}
+            )
+        if self.top_logprobs and not self.logprobs:
+            raise PydanticCustomError("invalid_field", "top_logprobs: needs logprobs: true")
+        return self
 
 
 class GenerateBody(Strict):
@@ -133,9 +170,9 @@ class OpenAIBody(Strict):
     seed: Seed | None = None
     n: int = Field(default=1, ge=1, le=1)
     user: str | None = Field(default=None, max_length=256)  # a tag for the caller's own records; no effect
-    frequency_penalty: OffZero = None
-    presence_penalty: OffZero = None
-    logit_bias: OffEmpty = None
+    frequency_penalty: float | None = LIMITS["frequency_penalty"].field()
+    presence_penalty: float | None = LIMITS["presence_penalty"].field()
+    logit_bias: LogitBias | None = None
 
     @model_validator(mode="after")
     def _options_need_a_stream(self) -> OpenAIBody:
@@ -150,7 +187,7 @@ class CompletionBody(OpenAIBody):
     prompt: Text | list[Text]
     max_tokens: int | None = LIMITS["max_new_tokens"].field(default=16)
     echo: OffFalse = None
-    logprobs: OffNull = None
+    logprobs: int | None = LIMITS["logprobs"].field()  # each token's, and this many most likely ones
     best_of: OffOne = None
     suffix: OffEmpty = None
 
@@ -172,15 +209,48 @@ class ChatMessage(Strict):
         return self.content or ""
 
 
+class JsonSchemaFormat(Strict):
+    name: str = Field(max_length=64)
+    description: str | None = None
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(Strict):
+    """`text` (no constraint), `json_object` (any JSON object) or `json_schema` (JSON valid under a schema)."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_when_asked(self) -> ResponseFormat:
+        if (self.type == "json_schema") != (self.json_schema is not None):
+            raise PydanticCustomError("invalid_field", "response_format: json_schema goes with type json_schema")
+        return self
+
+    def output_schema(self) -> dict[str, Any] | None:
+        """The JSON schema the output must follow, or None for plain text."""
+        if self.type == "json_object":
+            return {"type": "object"}
+        return self.json_schema.schema_ if self.json_schema is not None else None
+
+
 class ChatBody(OpenAIBody):
     """OpenAI's chat completions request."""
 
     messages: list[ChatMessage] = Field(min_length=1, max_length=1000)
     max_tokens: int | None = LIMITS["max_new_tokens"].field()
     max_completion_tokens: int | None = LIMITS["max_new_tokens"].field()
-    logprobs: OffFalse = None
-    top_logprobs: OffZero = None
-    response_format: OffText = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = LIMITS["logprobs"].field()
+    response_format: ResponseFormat | None = None
+
+    @model_validator(mode="after")
+    def _top_needs_logprobs(self) -> ChatBody:
+        if self.top_logprobs and not self.logprobs:
+            raise PydanticCustomError("invalid_field", "top_logprobs: needs logprobs: true")
+        return self
+
     tools: OffEmpty = None
     tool_choice: OffNoTool = None
     parallel_tool_calls: OffFalse = None

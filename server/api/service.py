@@ -23,7 +23,9 @@ from server.api.observability import HttpMetrics
 from server.api.schemas import Parameters
 from server.config import ServerConfig
 from server.engine.async_engine import AsyncEngine, RequestStream
+from server.engine.constraints import Constraint
 from server.engine.engine import Engine, Request
+from server.engine.logits import TokenLogprob
 from server.engine.sampling import SamplingParams
 from server.errors import ContextTooLong, InvalidRequest, RequestTooLarge
 from server.prompts.registry import Lease, PromptRegistry
@@ -272,12 +274,35 @@ def sampling_params(
     for source in (defaults, parameters):
         if source is None:
             continue
-        values = {k: v for k, v in source.model_dump().items() if v is not None}
-        if "stop" in values:
-            values["stop"] = tuple(values["stop"])
-        params = replace(params, **values)
+        params = replace(params, **engine_values({k: v for k, v in source.model_dump().items() if v is not None}))
     params.check()
     return params
+
+
+def engine_values(values: dict[str, Any]) -> dict[str, Any]:
+    """Request parameters as the engine's `SamplingParams` fields: the stop strings, log-probabilities,
+    logit biases and the one constraint in the engine's forms."""
+    if "stop" in values:
+        values["stop"] = tuple(values["stop"])
+    wanted, top = values.pop("logprobs", None), values.pop("top_logprobs", None)
+    if wanted:
+        values["logprobs"] = top or 0
+    if "logit_bias" in values:
+        values["logit_bias"] = tuple((int(token), bias) for token, bias in values["logit_bias"].items())
+    for kind in ("json_schema", "regex", "choice"):
+        if kind in values:
+            values["constraint"] = getattr(Constraint, kind)(values.pop(kind))
+    return values
+
+
+def logprob_json(entry: TokenLogprob, tokenizer: Any) -> dict[str, Any]:
+    """One generated token's log-probability entry, with its step's most likely tokens (API.md 1.1)."""
+
+    def token(token_id: int, logprob: float) -> dict[str, Any]:
+        return {"token_id": token_id, "token": tokenizer.decode([token_id]), "logprob": logprob}
+
+    top = [token(token_id, logprob) for token_id, logprob in entry.top]
+    return {**token(entry.token_id, entry.logprob), "top_logprobs": top}
 
 
 def labelled(names: list[str], probabilities: list[float]) -> dict[str, Any]:

@@ -77,9 +77,8 @@ def test_openai_client_fields_are_honoured_or_refused_by_name(server: LiveServer
         )
     )
     assert streamed[-1].usage is not None and streamed[-1].usage.completion_tokens == 3
-    for fields in ({"response_format": {"type": "json_object"}}, {"logprobs": True, "top_logprobs": 2},
-                   {"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]},
-                   {"frequency_penalty": 0.5}, {"logit_bias": {"5": 10}}):  # fmt: skip
+    for fields in ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]},
+                   {"tool_choice": "auto"}, {"n": 2}):  # fmt: skip
         with pytest.raises(BadRequestError) as refused:
             client.chat.completions.create(model="pt", messages=messages, max_tokens=2, **fields)  # type: ignore[arg-type]
         assert next(iter(fields)) in str(refused.value)
