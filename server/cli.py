@@ -65,7 +65,7 @@ def add_number(parser: argparse.ArgumentParser, flag: str, kind: type, default: 
     parser.add_argument(f"--{flag}", type=kind, default=env_default(flag, None) or default, help=flag_help(flag, text))
 
 
-def add_text(parser: argparse.ArgumentParser, flag: str, default: str, text: str) -> None:
+def add_text(parser: argparse.ArgumentParser, flag: str, default: str | None, text: str) -> None:
     parser.add_argument(f"--{flag}", default=env_default(flag, default), help=flag_help(flag, text))
 
 
@@ -104,6 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="key that inference and reads need (default: none; env PROMPTSWAP_INFERENCE_KEY)",
     )  # fmt: skip
     add_text(serve, "log-level", "info", "debug | info | warning | error")
+    add_text(serve, "log-format", "text", "text | json (one JSON object per line, for log collectors)")
+    serve.add_argument(
+        "--log-content", action="store_true", default=env_switch("log-content"),
+        help="put request inputs in the access log (default: never; env PROMPTSWAP_LOG_CONTENT)",
+    )  # fmt: skip
+    add_text(serve, "otlp-endpoint", None, "send traces to this OpenTelemetry collector, OTLP over HTTP "
+             "(e.g. http://collector:4318/v1/traces; default: no tracing)")  # fmt: skip
     add_capacity_flags(serve)
     add_hostile_client_flags(serve)
 
@@ -218,6 +225,7 @@ def serve_config(args: argparse.Namespace) -> ServerConfig:
         max_classify_tokens=args.max_classify_tokens, max_client_requests=args.max_client_requests,
         trust_forwarded_for=args.trust_forwarded_for, public_metrics=args.public_metrics,
         max_form_bytes=None if args.max_form_mb is None else args.max_form_mb << 20,
+        otlp_endpoint=args.otlp_endpoint, log_content=args.log_content,
     )  # fmt: skip
 
 
@@ -243,8 +251,13 @@ def serve(args: argparse.Namespace) -> int:
 
     from server.api.admission import DrainingServer
     from server.api.app import create_app
+    from server.logs import configure as configure_logging
 
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level, args.log_format)
+    if args.log_format == "json":  # every line a JSON object: no progress bars while the model loads
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
     if args.admin_key_file:
         args.admin_key = read_secret(args.admin_key_file)
     config = serve_config(args)
@@ -260,6 +273,7 @@ def serve(args: argparse.Namespace) -> int:
     # After the drain, uvicorn's own shutdown only closes idle connections: give it a second.
     settings = uvicorn.Config(
         app, log_level=args.log_level.lower(), timeout_graceful_shutdown=1, timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        log_config=None, access_log=False,  # our handler and format; our access line, with the request id
         proxy_headers=False,  # uvicorn would take X-Forwarded-For from any local peer; --trust-forwarded-for decides
     )  # fmt: skip
     DrainingServer(settings, app.state.admission, config.shutdown_timeout).run(sockets=[sock])

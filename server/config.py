@@ -25,6 +25,8 @@ class ServerConfig:
     max_labels: int = 100
     max_task_labels: int = 100  # distinct task names given their own metric label
     shutdown_timeout: float = 30.0  # seconds running requests get to finish after SIGTERM
+    otlp_endpoint: str | None = None  # send traces there (OTLP/HTTP); None: no tracing
+    log_content: bool = False  # put request inputs in the access log lines
     max_classify_tokens: int = 4096  # inputs × labels × verbalizer tokens one classify request may score
     max_client_requests: int | None = None  # in flight per client (key, else address); None: half the batch; 0: no cap
     trust_forwarded_for: bool = False  # the client's address is X-Forwarded-For's last (a proxy in front adds it)

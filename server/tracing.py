@@ -4,7 +4,7 @@ The API opens one span per HTTP request. The engine never sees a trace: the last
 says when it arrived in the engine, was admitted to the batch, got its first token and finished
 (`Timing`), and `add_engine_spans` draws the request's children from those moments — queue wait, prefill
 (admission to first token) and decode (first token to the end) — with the attributes an operator filters
-on (task, version, method, tokens in and out, finish reason).
+on (task, version, PEFT type, tokens in and out, finish reason).
 """
 
 from __future__ import annotations

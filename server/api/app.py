@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import Depends, FastAPI
+from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry, Gauge
 
 from prompt_store.store import open_store
@@ -18,6 +19,7 @@ from server.api.body_limit import BodyLimit
 from server.api.client_limit import ClientLimit
 from server.api.errors import install_error_handlers
 from server.api.observability import DeviceCacheCollector, HttpMetrics
+from server.api.request_context import RequestContext
 from server.api.service import ServerState
 from server.config import ServerConfig
 from server.engine.async_engine import AsyncEngine
@@ -25,9 +27,15 @@ from server.engine.engine import Engine
 from server.engine.metrics import EngineMetrics
 from server.engine.model import BaseModel
 from server.prompts.registry import PromptRegistry
+from server.tracing import otlp_provider
 
 
-def create_app(config: ServerConfig, base: BaseModel, tokenizer: Any, model_name: str) -> FastAPI:
+def create_app(
+    config: ServerConfig, base: BaseModel, tokenizer: Any, model_name: str, traces: TracerProvider | None = None
+) -> FastAPI:
+    """`traces`: where spans go (tests pass an in-memory one); default: `config.otlp_endpoint`, if set."""
+    if traces is None and config.otlp_endpoint:
+        traces = otlp_provider(config.otlp_endpoint)
     metrics = CollectorRegistry()
     engine = Engine(base, tokenizer)
     generates = engine.kind.runner is not None
@@ -82,5 +90,8 @@ def create_app(config: ServerConfig, base: BaseModel, tokenizer: Any, model_name
         BodyLimit, json_limit=config.max_body_bytes, upload_limit=config.max_upload_bytes * 2 + (1 << 20)
     )
     app.add_middleware(ClientLimit, config=config, metrics=metrics)
-    app.add_middleware(AdmissionMiddleware, admission=admission)  # added last: the outermost layer
+    app.add_middleware(AdmissionMiddleware, admission=admission)
+    tracer = traces.get_tracer("promptswap") if traces is not None else None
+    app.add_middleware(RequestContext, tracer=tracer)  # added last: the outermost layer
+    app.state.tracer = tracer
     return app

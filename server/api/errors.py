@@ -27,6 +27,7 @@ from prompt_store.errors import (
 from server.engine.async_engine import EngineFailed
 from server.engine.scheduler import QueueFull
 from server.errors import ContextTooLong, Forbidden, NotFound, RequestTooLarge, TooManyRequests, Unauthorized
+from server.logs import CURRENT
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,10 @@ def status_of(error: UserError | type[UserError]) -> int:
 
 
 def error_body(error_type: str, message: str) -> dict[str, Any]:
-    return {"error": {"type": error_type, "message": message}}
+    """API.md's error body, with the request's id when it runs inside one (to quote in a bug report)."""
+    request = CURRENT.get()
+    error = {"type": error_type, "message": message}
+    return {"error": error if request is None else {**error, "request_id": request.id}}
 
 
 def error_response(status: int, error_type: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:

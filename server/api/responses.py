@@ -13,6 +13,7 @@ from pydantic import BaseModel
 class ErrorDetail(BaseModel):
     type: str
     message: str
+    request_id: str | None = None  # also in the X-Request-ID header: quote it when reporting a problem
 
 
 class ErrorBody(BaseModel):

@@ -28,6 +28,7 @@ from server.engine.engine import Engine, Request
 from server.engine.logits import TokenLogprob
 from server.engine.sampling import SamplingParams
 from server.errors import ContextTooLong, InvalidRequest, RequestTooLarge
+from server.logs import note
 from server.prompts.registry import Lease, PromptRegistry
 
 
@@ -250,6 +251,10 @@ async def start_generation(
         texts = [row for row in rows if isinstance(row, str)]
         token_rows = [Encoded(list(row)) for row in rows if not isinstance(row, str)]
         inputs = await state.encode_rows(texts, card) if texts else token_rows
+        record = lease.record if lease else None
+        note(task=task, version=record and record.version, peft_type=record and record.peft_type, rows=len(inputs),
+             tokens_in=sum(len(row.input_ids) for row in inputs),
+             inputs=list(rows) if state.config.log_content else None)  # fmt: skip
         streams = state.submit(lease, inputs, task_index, params, client)
     return Generating(lease, streams, [len(row.input_ids) for row in inputs])
 

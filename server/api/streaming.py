@@ -11,6 +11,8 @@ from prompt_store.errors import UserError
 from server.api.errors import error_body
 from server.engine.async_engine import RequestStream
 from server.engine.request import Event, Generation
+from server.logs import CURRENT
+from server.tracing import add_engine_spans
 
 DONE = "data: [DONE]\n\n"
 
@@ -45,6 +47,8 @@ async def merged(streams: Sequence[RequestStream]) -> AsyncIterator[tuple[int, E
             elif isinstance(item, BaseException):
                 raise item
             else:
+                if item.finish_reason is not None:
+                    finished(item)
                 yield index, item
     finally:
         for stream in streams:
@@ -52,6 +56,23 @@ async def merged(streams: Sequence[RequestStream]) -> AsyncIterator[tuple[int, E
                 stream.cancel()
         for task in tasks:
             task.cancel()
+
+
+def finished(event: Event) -> None:
+    """A row's last event: its tokens into the access line, its stages in the engine into the trace."""
+    info = CURRENT.get()
+    if info is None or event.usage is None:
+        return
+    info.fields["tokens_out"] = info.fields.get("tokens_out", 0) + event.usage.completion_tokens
+    if info.tracer is not None and event.timing is not None:
+        attributes = {f"promptswap.{k}": v for k, v in info.fields.items() if k in TRACED and v is not None}
+        attributes |= {"promptswap.tokens_in": event.usage.prompt_tokens,
+                       "promptswap.tokens_out": event.usage.completion_tokens,
+                       "promptswap.finish_reason": event.finish_reason or ""}  # fmt: skip
+        add_engine_spans(info.tracer, event.timing, attributes)
+
+
+TRACED = ("task", "version", "peft_type")
 
 
 async def collect(streams: Sequence[RequestStream]) -> list[Generation]:
