@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# Build promptswap's CPU image and run its compose stacks for real. .ci/run calls it last; by hand,
+# as root, once .venv exists (.ci/run makes it):  docker/ci.sh
+#
+#  1. a Docker engine: docker.io, docker-compose and debootstrap are installed when absent, and
+#     dockerd is started when nothing answers;
+#  2. base images: the official ones when a registry answers, else stand-ins built from Debian
+#     packages (docker/standins/), which later runs reuse;
+#  3. promptswap:cpu, built with this machine's CA bundle as the `ca_bundle` secret, and torch from
+#     docker/wheelhouse/ when torch's index does not answer; build time and size are printed;
+#  4. tests/deploy/test_stack_*.py against compose.cpu.yaml and compose.scale.yaml.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+STANDIN=promptswap-standin
+TORCH_VERSION=2.13.0
+TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+CA_BUNDLE=${CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
+DOCKERD_LOG=/var/log/promptswap-dockerd.log
+
+say() { printf '== docker: %s\n' "$*"; }
+
+install_engine() {
+    local missing=()
+    command -v dockerd >/dev/null || missing+=(docker.io)
+    command -v docker-compose >/dev/null || missing+=(docker-compose)
+    command -v debootstrap >/dev/null || missing+=(debootstrap)
+    if [ ${#missing[@]} -gt 0 ]; then
+        say "installing ${missing[*]}"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+}
+
+start_engine() {
+    if docker info >/dev/null 2>&1; then
+        return
+    fi
+    say "starting dockerd (log: $DOCKERD_LOG)"
+    setsid dockerd >>"$DOCKERD_LOG" 2>&1 </dev/null &
+    local waited=0
+    until docker info >/dev/null 2>&1; do
+        if [ $waited -ge 120 ]; then
+            tail -20 "$DOCKERD_LOG" >&2
+            say "dockerd did not answer in 120 s"
+            return 1
+        fi
+        sleep 1
+        waited=$((waited + 1))
+    done
+}
+
+debian_mirror() {
+    # The mirror apt itself reads bookworm from, else Debian's own.
+    local mirror
+    mirror=$(apt-get indextargets --format '$(REPO_URI) $(RELEASE)' 'Identifier: Packages' 2>/dev/null |
+        awk '$2 == "bookworm" { print $1; exit }')
+    echo "${mirror:-http://deb.debian.org/debian/}"
+}
+
+build_standins() {
+    local debian=$STANDIN/debian:bookworm
+    if ! docker image inspect "$debian" >/dev/null 2>&1; then
+        local root start=$SECONDS
+        root=$(mktemp -d)
+        debootstrap --variant=minbase bookworm "$root" "$(debian_mirror)" >/dev/null
+        rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
+        tar -C "$root" -c . | docker import - "$debian" >/dev/null
+        rm -rf "$root"
+        say "$debian from debootstrap: $((SECONDS - start)) s"
+    fi
+    local target start
+    for target in python redis nginx; do
+        start=$SECONDS
+        docker build --quiet --network host --build-arg "DEBIAN_IMAGE=$debian" --target "$target" \
+            --tag "$STANDIN/$target:bookworm" docker/standins >/dev/null
+        say "$STANDIN/$target:bookworm: $((SECONDS - start)) s"
+    done
+}
+
+choose_base_images() {
+    # Sets the compose variables and build arguments that name the base images.
+    if docker pull --quiet python:3.11-slim >/dev/null 2>&1; then
+        say "a registry answers: official base images"
+        return
+    fi
+    say "no registry answers: stand-in base images built from Debian packages"
+    build_standins
+    export PROMPTSWAP_PYTHON_IMAGE=$STANDIN/python:bookworm
+    export PROMPTSWAP_REDIS_IMAGE=$STANDIN/redis:bookworm
+    export PROMPTSWAP_NGINX_IMAGE=$STANDIN/nginx:bookworm
+}
+
+torch_source() {
+    # Prints the TORCH_INDEX_URL build argument: torch's CPU index when it answers, else empty,
+    # after putting the wheel this machine's pip finds into docker/wheelhouse/.
+    if curl -sf --max-time 20 -o /dev/null "$TORCH_INDEX_URL/torch/"; then
+        echo "$TORCH_INDEX_URL"
+        return
+    fi
+    .venv/bin/python -m pip download --quiet --no-deps --dest docker/wheelhouse "torch==$TORCH_VERSION" >&2
+    echo ""
+}
+
+build_image() {
+    local index start=$SECONDS
+    index=$(torch_source)
+    say "building promptswap:cpu (torch from ${index:-docker/wheelhouse/})"
+    docker build --progress plain --network host \
+        --secret "id=ca_bundle,src=$CA_BUNDLE" \
+        --build-arg "PYTHON_IMAGE=${PROMPTSWAP_PYTHON_IMAGE:-python:3.11-slim}" \
+        --build-arg "TORCH_INDEX_URL=$index" \
+        --file docker/Dockerfile.cpu --tag promptswap:cpu . >/tmp/promptswap-build.log 2>&1 ||
+        { tail -40 /tmp/promptswap-build.log >&2; return 1; }
+    local size torch
+    size=$(docker image inspect --format '{{.Size}}' promptswap:cpu)
+    torch=$(docker run --rm --entrypoint python promptswap:cpu -c 'import torch; print(torch.__version__)')
+    say "promptswap:cpu built in $((SECONDS - start)) s ($(grep -c ' CACHED$' /tmp/promptswap-build.log) steps cached):" \
+        "$((size / 1000000)) MB, torch $torch"
+}
+
+if [ ! -x .venv/bin/python ]; then
+    echo "docker/ci.sh: run .ci/run first (it makes .venv with the promptswap CLI and pytest)" >&2
+    exit 2
+fi
+started=$SECONDS
+install_engine
+start_engine
+# Builds use BuildKit (secrets, cache and bind mounts). Without the buildx plugin, the engine
+# package's own client (Debian's 20.10) still carries BuildKit itself.
+export DOCKER_BUILDKIT=1
+if ! docker buildx version >/dev/null 2>&1 && [ -x /usr/bin/docker ]; then
+    docker() { /usr/bin/docker "$@"; }
+fi
+say "$(docker version --format 'engine {{.Server.Version}}'), $(docker-compose version --short 2>/dev/null | sed 's/^/compose /')"
+choose_base_images
+build_image
+say "compose stacks"
+PATH="$PWD/.venv/bin:$PATH" PROMPTSWAP_STACK_TESTS=1 OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" \
+    .venv/bin/python -m pytest -q -s -p no:cacheprovider tests/deploy/test_stack_cpu.py tests/deploy/test_stack_scale.py
+say "done in $((SECONDS - started)) s"
