@@ -17,6 +17,7 @@ TORCH_VERSION=2.13.0
 TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 CA_BUNDLE=${CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
 DOCKERD_LOG=/var/log/promptswap-dockerd.log
+CI_CACHE=${PROMPTSWAP_CI_CACHE:-/var/cache/promptswap-ci}  # wheels and logs kept between runs
 
 say() { printf '== docker: %s\n' "$*"; }
 
@@ -97,31 +98,62 @@ torch_source() {
         echo "$TORCH_INDEX_URL"
         return
     fi
-    .venv/bin/python -m pip download --quiet --no-deps --dest docker/wheelhouse "torch==$TORCH_VERSION" >&2
+    python -m pip download --quiet --no-deps --dest docker/wheelhouse "torch==$TORCH_VERSION" \
+        >"$CI_CACHE/torch-download.log" 2>&1 || { cat "$CI_CACHE/torch-download.log" >&2; return 1; }
     echo ""
 }
 
 build_image() {
-    local index start=$SECONDS
-    index=$(torch_source)
+    local index=$1 start=$SECONDS
     say "building promptswap:cpu (torch from ${index:-docker/wheelhouse/})"
     docker build --progress plain --network host \
         --secret "id=ca_bundle,src=$CA_BUNDLE" \
         --build-arg "PYTHON_IMAGE=${PROMPTSWAP_PYTHON_IMAGE:-python:3.11-slim}" \
         --build-arg "TORCH_INDEX_URL=$index" \
-        --file docker/Dockerfile.cpu --tag promptswap:cpu . >/tmp/promptswap-build.log 2>&1 ||
-        { tail -40 /tmp/promptswap-build.log >&2; return 1; }
+        --file docker/Dockerfile.cpu --tag promptswap:cpu . >"$CI_CACHE/build.log" 2>&1 ||
+        { tail -40 "$CI_CACHE/build.log" >&2; return 1; }
     local size torch
     size=$(docker image inspect --format '{{.Size}}' promptswap:cpu)
     torch=$(docker run --rm --entrypoint python promptswap:cpu -c 'import torch; print(torch.__version__)')
-    say "promptswap:cpu built in $((SECONDS - start)) s ($(grep -c ' CACHED$' /tmp/promptswap-build.log) steps cached):" \
+    say "promptswap:cpu built in $((SECONDS - start)) s ($(grep -c ' CACHED$' "$CI_CACHE/build.log") steps cached):" \
         "$((size / 1000000)) MB, torch $torch"
+}
+
+build_offline_image() {
+    # The same image built air-gapped: no network in the build, every wheel from docker/wheelhouse/
+    # (filled by `docker/install.sh wheelhouse`). Built from a copy of the build context, so that the
+    # online build's wheelhouse, and so its cached layers, stay as they are; the wheels are kept.
+    local context=$CI_CACHE/offline-context start=$SECONDS
+    mkdir -p "$CI_CACHE/wheelhouse"
+    rm -rf "$context" && mkdir -p "$context"
+    cp -r pyproject.toml README.md server prompt_store clients docker "$context"/
+    cp -r "$CI_CACHE/wheelhouse" "$context/docker/"
+    docker run --rm --network host --volume "$context:/src" --workdir /src --env "TORCH_INDEX_URL=$1" \
+        --volume "$CA_BUNDLE:/run/secrets/ca_bundle:ro" --entrypoint sh "${PROMPTSWAP_PYTHON_IMAGE:-python:3.11-slim}" \
+        docker/install.sh wheelhouse >"$CI_CACHE/wheelhouse.log" 2>&1 || { tail -20 "$CI_CACHE/wheelhouse.log" >&2; return 1; }
+    cp -r "$context/docker/wheelhouse/." "$CI_CACHE/wheelhouse/"
+    docker build --progress plain --network none --build-arg OFFLINE=1 \
+        --build-arg "PYTHON_IMAGE=${PROMPTSWAP_PYTHON_IMAGE:-python:3.11-slim}" \
+        --file docker/Dockerfile.cpu --tag promptswap:cpu-offline "$context" >"$CI_CACHE/offline-build.log" 2>&1 ||
+        { tail -40 "$CI_CACHE/offline-build.log" >&2; return 1; }
+    if ! diff <(installed promptswap:cpu) <(installed promptswap:cpu-offline) >&2; then
+        say "the air-gapped build installed other packages than the online one"
+        return 1
+    fi
+    say "promptswap:cpu-offline built with --network none in $((SECONDS - start)) s, $(du -sh "$CI_CACHE/wheelhouse" | cut -f1) of wheels:" \
+        "the same packages as promptswap:cpu"
+}
+
+installed() {
+    docker run --rm --network none --entrypoint pip "$1" freeze --all
 }
 
 if [ ! -x .venv/bin/python ]; then
     echo "docker/ci.sh: run .ci/run first (it makes .venv with the promptswap CLI and pytest)" >&2
     exit 2
 fi
+export PATH="$PWD/.venv/bin:$PATH"  # the promptswap CLI, pip and pytest
+mkdir -p "$CI_CACHE"
 started=$SECONDS
 install_engine
 start_engine
@@ -133,8 +165,10 @@ if ! docker buildx version >/dev/null 2>&1 && [ -x /usr/bin/docker ]; then
 fi
 say "$(docker version --format 'engine {{.Server.Version}}'), $(docker-compose version --short 2>/dev/null | sed 's/^/compose /')"
 choose_base_images
-build_image
+torch_index=$(torch_source)
+build_image "$torch_index"
+build_offline_image "$torch_index"
 say "compose stacks"
-PATH="$PWD/.venv/bin:$PATH" PROMPTSWAP_STACK_TESTS=1 OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" \
-    .venv/bin/python -m pytest -q -s -p no:cacheprovider tests/deploy/test_stack_cpu.py tests/deploy/test_stack_scale.py
+PROMPTSWAP_STACK_TESTS=1 OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" \
+    python -m pytest -q -s -p no:cacheprovider tests/deploy/test_stack_cpu.py tests/deploy/test_stack_scale.py
 say "done in $((SECONDS - started)) s"

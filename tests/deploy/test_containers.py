@@ -1,7 +1,8 @@
-"""What the images and compose files run, run here without Docker (no Docker engine on these machines).
+"""What the images and compose files run, run here without Docker, in the main test run.
 
 Compose files are checked against the compose specification; the images' healthcheck, entry
-point and model-baking step are run as the Dockerfiles write them.
+point and model-baking step are run as the Dockerfiles write them. docker/ci.sh builds the images
+and runs the stacks for real (test_stack_cpu.py, test_stack_scale.py).
 """
 
 from __future__ import annotations
