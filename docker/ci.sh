@@ -106,8 +106,7 @@ torch_source() {
 build_image() {
     local index=$1 start=$SECONDS
     say "building promptswap:cpu (torch from ${index:-docker/wheelhouse/})"
-    docker build --progress plain --network host \
-        --secret "id=ca_bundle,src=$CA_BUNDLE" \
+    docker build --progress plain --network host "${ca_secret[@]}" \
         --build-arg "PYTHON_IMAGE=${PROMPTSWAP_PYTHON_IMAGE:-python:3.11-slim}" \
         --build-arg "TORCH_INDEX_URL=$index" \
         --file docker/Dockerfile.cpu --tag promptswap:cpu . >"$CI_CACHE/build.log" 2>&1 ||
@@ -129,7 +128,7 @@ build_offline_image() {
     cp -r pyproject.toml README.md server prompt_store clients docker "$context"/
     cp -r "$CI_CACHE/wheelhouse" "$context/docker/"
     docker run --rm --network host --volume "$context:/src" --workdir /src --env "TORCH_INDEX_URL=$1" \
-        --volume "$CA_BUNDLE:/run/secrets/ca_bundle:ro" --entrypoint sh "${PROMPTSWAP_PYTHON_IMAGE:-python:3.11-slim}" \
+        "${ca_mount[@]}" --entrypoint sh "${PROMPTSWAP_PYTHON_IMAGE:-python:3.11-slim}" \
         docker/install.sh wheelhouse >"$CI_CACHE/wheelhouse.log" 2>&1 || { tail -20 "$CI_CACHE/wheelhouse.log" >&2; return 1; }
     cp -r "$context/docker/wheelhouse/." "$CI_CACHE/wheelhouse/"
     docker build --progress plain --network none --build-arg OFFLINE=1 \
@@ -165,6 +164,12 @@ if ! docker buildx version >/dev/null 2>&1 && [ -x /usr/bin/docker ]; then
 fi
 say "$(docker version --format 'engine {{.Server.Version}}'), $(docker-compose version --short 2>/dev/null | sed 's/^/compose /')"
 choose_base_images
+# pip in the builds trusts what this machine trusts (a TLS-intercepting proxy's CA, for one).
+ca_secret=() ca_mount=()
+if [ -s "$CA_BUNDLE" ]; then
+    ca_secret=(--secret "id=ca_bundle,src=$CA_BUNDLE")
+    ca_mount=(--volume "$CA_BUNDLE:/run/secrets/ca_bundle:ro")
+fi
 torch_index=$(torch_source)
 build_image "$torch_index"
 build_offline_image "$torch_index"
