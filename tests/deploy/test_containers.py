@@ -95,7 +95,7 @@ def test_the_cpu_image_bakes_the_default_model_and_serves_it_offline(tmp_path: P
     (bake,) = [run for run in image.runs if "default_model_dir" in run]
     # The image's environment, with its paths moved under tmp_path.
     env = {**os.environ, **image.env, "XDG_CACHE_HOME": str(tmp_path / "cache"), "HF_HOME": str(tmp_path / "hf")}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"  # the image's /opt/venv/bin
     env["PROMPTSWAP_STORE"] = (tmp_path / "prompts").as_uri()
     assert env["HF_HUB_OFFLINE"] == "1"
     baked = subprocess.run(["sh", "-c", bake], env=env, capture_output=True, text=True, timeout=600)
