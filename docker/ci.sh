@@ -8,7 +8,8 @@
 #     packages (docker/standins/), which later runs reuse;
 #  3. promptswap:cpu, built with this machine's CA bundle as the `ca_bundle` secret, and torch from
 #     docker/wheelhouse/ when torch's index does not answer; build time and size are printed;
-#  4. tests/deploy/test_stack_*.py against compose.cpu.yaml and compose.scale.yaml.
+#  4. the same image built air-gapped, and docker/Dockerfile on plain Debian with CPU torch;
+#  5. tests/deploy/test_stack_*.py against compose.cpu.yaml and compose.scale.yaml.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -86,6 +87,7 @@ choose_base_images() {
     fi
     say "no registry answers: stand-in base images built from Debian packages"
     build_standins
+    export PROMPTSWAP_DEBIAN_IMAGE=$STANDIN/debian:bookworm
     export PROMPTSWAP_PYTHON_IMAGE=$STANDIN/python:bookworm
     export PROMPTSWAP_REDIS_IMAGE=$STANDIN/redis:bookworm
     export PROMPTSWAP_NGINX_IMAGE=$STANDIN/nginx:bookworm
@@ -143,6 +145,19 @@ build_offline_image() {
         "the same packages as promptswap:cpu"
 }
 
+build_gpu_dockerfile() {
+    # docker/Dockerfile without its CUDA base and CUDA torch, which no machine here reaches: on plain
+    # Debian with torch's CPU build, so every step but those two runs (Python from apt included).
+    local start=$SECONDS
+    docker build --progress plain --network host "${ca_secret[@]}" \
+        --build-arg "CUDA_IMAGE=${PROMPTSWAP_DEBIAN_IMAGE:-debian:bookworm-slim}" --build-arg "TORCH_INDEX_URL=$1" \
+        --file docker/Dockerfile --tag promptswap:gpu-steps . >"$CI_CACHE/gpu-build.log" 2>&1 ||
+        { tail -40 "$CI_CACHE/gpu-build.log" >&2; return 1; }
+    docker run --rm --entrypoint promptswap promptswap:gpu-steps serve --help >/dev/null
+    say "docker/Dockerfile on ${PROMPTSWAP_DEBIAN_IMAGE:-debian:bookworm-slim} with CPU torch: built in" \
+        "$((SECONDS - start)) s, $(($(docker image inspect --format '{{.Size}}' promptswap:gpu-steps) / 1000000)) MB"
+}
+
 installed() {
     docker run --rm --network none --entrypoint pip "$1" freeze --all
 }
@@ -173,6 +188,7 @@ fi
 torch_index=$(torch_source)
 build_image "$torch_index"
 build_offline_image "$torch_index"
+build_gpu_dockerfile "$torch_index"
 say "compose stacks"
 PROMPTSWAP_STACK_TESTS=1 OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" \
     python -m pytest -q -s -p no:cacheprovider tests/deploy/test_stack_cpu.py tests/deploy/test_stack_scale.py
