@@ -10,6 +10,7 @@ import pytest
 
 from tests.api.conftest import ADMIN_KEY, Site, site  # noqa: F401  (the tiny model and its PEFT artifacts)
 from tests.deploy.compose import load_compose, redis_arguments, service_environment
+from tests.deploy.stacks import Answers, admin_key, answers, upload, write_artifact
 from tests.deploy.tcp_proxy import TcpProxy, tcp_proxy
 from tests.live_server import LiveServer, live_server
 from tests.redis_server import RedisServer, free_port
@@ -53,3 +54,18 @@ def cluster(site: Site, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cl
             yield Cluster(redis, proxy, a, b)
     finally:
         redis.stop()
+
+
+@pytest.fixture(scope="package")
+def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A prompt-tuning artifact with its task card, for the default model the CPU image bakes in."""
+    return write_artifact(tmp_path_factory.mktemp("artifact"))
+
+
+@pytest.fixture(scope="package")
+def expected(artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Answers:
+    """What a local `promptswap serve` (the default model, a directory store) answers with the artifact."""
+    root = tmp_path_factory.mktemp("local")
+    with live_server("--store", (root / "prompts").as_uri(), log_dir=root, env={"HF_HUB_OFFLINE": "1"}) as local:
+        upload(local.url, admin_key(), "reviews", artifact)
+        return answers(local.url, "reviews")

@@ -1,7 +1,8 @@
-"""What the images and compose files run, run here without Docker (no Docker engine on these machines).
+"""What the images and compose files run, run here without Docker, in the main test run.
 
 Compose files are checked against the compose specification; the images' healthcheck, entry
-point and model-baking step are run as the Dockerfiles write them.
+point and model-baking step are run as the Dockerfiles write them. docker/ci.sh builds the images
+and runs the stacks for real (test_stack_cpu.py, test_stack_scale.py).
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ def test_the_cpu_image_bakes_the_default_model_and_serves_it_offline(tmp_path: P
     (bake,) = [run for run in image.runs if "default_model_dir" in run]
     # The image's environment, with its paths moved under tmp_path.
     env = {**os.environ, **image.env, "XDG_CACHE_HOME": str(tmp_path / "cache"), "HF_HOME": str(tmp_path / "hf")}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"  # the image's /opt/venv/bin
     env["PROMPTSWAP_STORE"] = (tmp_path / "prompts").as_uri()
     assert env["HF_HUB_OFFLINE"] == "1"
     baked = subprocess.run(["sh", "-c", bake], env=env, capture_output=True, text=True, timeout=600)
