@@ -79,24 +79,18 @@ class EngineMetrics:
         self.decode_seconds = Histogram(
             "promptswap_decode_step_seconds", "Time of one decode step", buckets=STEP_BUCKETS, registry=r
         )
-        self.queue_wait = Histogram(
-            "promptswap_queue_wait_seconds", "From a request's arrival in the engine to its admission to the batch",
-            ["task"], buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.time_to_first_token = Histogram(
-            "promptswap_time_to_first_token_seconds", "From a request's arrival in the engine to its first token",
-            ["task"], buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.time_per_output_token = Histogram(
-            "promptswap_time_per_output_token_seconds", "Time between two tokens of one request",
-            ["task"], buckets=TOKEN_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.request_latency = Histogram(
-            "promptswap_request_latency_seconds", "From a request's arrival in the engine to its last event",
-            ["task"], buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.tasks.on_drop += [self.queue_wait, self.time_to_first_token, self.time_per_output_token,
-                               self.request_latency]  # fmt: skip
+        self.queue_wait = self._by_task(
+            "queue_wait_seconds", "From a request's arrival in the engine to its admission", LATENCY_BUCKETS
+        )
+        self.time_to_first_token = self._by_task(
+            "time_to_first_token_seconds", "From a request's arrival in the engine to its first token", LATENCY_BUCKETS
+        )
+        self.time_per_output_token = self._by_task(
+            "time_per_output_token_seconds", "Time between two tokens of one request", TOKEN_BUCKETS
+        )
+        self.request_latency = self._by_task(
+            "request_latency_seconds", "From a request's arrival in the engine to its last event", LATENCY_BUCKETS
+        )
         self.kv_capacity_bytes = Gauge(
             "promptswap_kv_capacity_bytes", "Bytes of the key/value pool for the rows' own tokens", registry=r
         )
@@ -107,3 +101,9 @@ class EngineMetrics:
             "promptswap_kv_prefix_bytes", "Bytes of the distinct task prefixes the running rows read", registry=r
         )
         self.finished = Counter("promptswap_requests_finished", "Requests that left the engine", ["reason"], registry=r)
+
+    def _by_task(self, name: str, documentation: str, buckets: tuple[float, ...]) -> Histogram:
+        """A latency histogram labelled by task, whose series go when their task stops being among the named."""
+        histogram = Histogram(f"promptswap_{name}", documentation, ["task"], buckets=buckets, registry=self.registry)
+        self.tasks.on_drop.append(histogram)
+        return histogram
