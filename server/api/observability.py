@@ -14,6 +14,7 @@ from prometheus_client.registry import Collector
 from prompt_store.errors import UserError
 from server.api.auth import require_metrics_reader
 from server.api.errors import error_response, user_error_response
+from server.api.request_context import route_of
 from server.api.responses import Health, Ready, answers
 from server.engine.metrics import TaskLabels
 from server.prompts.registry import PromptRegistry
@@ -84,8 +85,7 @@ class HttpMetrics:
     async def middleware(self, request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         start = time.perf_counter()
         response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
+        path = route_of(request.scope)
         self.requests.labels(path, str(response.status_code)).inc()
         self.latency.labels(path).observe(time.perf_counter() - start)
         return response
