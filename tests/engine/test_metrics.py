@@ -41,9 +41,6 @@ def test_three_requests_of_known_lengths(llama_zoo: Zoo) -> None:
         first = sample("promptswap_time_to_first_token_seconds_sum", label)
         total = sample("promptswap_request_latency_seconds_sum", label)
         assert 0 < sample("promptswap_queue_wait_seconds_sum", label) <= first <= total  # type: ignore[operator]
-    # The third request waited for a row: its wait is at least the first request's whole run.
-    waited = sample("promptswap_queue_wait_seconds_sum", {"task": "prompt_tuning"})
-    assert waited >= sample("promptswap_request_latency_seconds_sum", {"task": "prefix"})  # type: ignore[operator]
 
 
 def test_task_labels_follow_the_most_active_tasks() -> None:
